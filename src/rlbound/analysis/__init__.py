@@ -1,0 +1,1 @@
+"""Analyses: pure functions over sample arrays; no I/O."""

@@ -1,0 +1,1 @@
+"""Engines: see :mod:`rlbound.engines.base` for the protocol."""

@@ -1,0 +1,157 @@
+"""The engine protocol: prompts in, sampled completions (with per-token statistics) out.
+
+Every engine (the built-in tiny transformer, Hugging Face transformers, later vLLM and
+OpenAI-compatible servers) implements :class:`Engine`:
+
+* ``generate(prompts, params, seeds)`` samples ``len(seeds[i])`` completions for prompt ``i``.
+  Each completion has its own integer seed, and the same (prompt, seed, params, weights) gives the
+  same completion whatever else is in the batch, so a resumed or extended run reproduces.
+* ``score(prompts, completions)`` returns the per-token log-probabilities of each completion
+  given its prompt (for perplexity), with full-vocabulary entropies where the engine can.
+
+Engines register a factory by name with ``@register_engine("tiny")``; the factory takes the model
+location and engine options. This module holds the shared types and the seed derivation only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Sequence
+
+from rlbound.errors import RlboundError
+from rlbound.registry import Registry
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How to sample; validated at construction (bad values raise :class:`RlboundError`).
+
+    ``top_k = 0`` and ``top_p = 1.0`` disable those filters; ``temperature = 0`` is greedy.
+    ``stop`` strings end a completion (the stop string itself is kept out of the text).
+    """
+
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    max_tokens: int = 256
+    stop: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not (self.temperature >= 0 and math.isfinite(self.temperature)):
+            raise RlboundError(f"temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise RlboundError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.top_k < 0:
+            raise RlboundError(f"top_k must be >= 0 (0 = off), got {self.top_k}")
+        if self.max_tokens < 1:
+            raise RlboundError(f"max_tokens must be >= 1, got {self.max_tokens}")
+        object.__setattr__(self, "stop", tuple(self.stop))
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["stop"] = list(self.stop)
+        return d
+
+
+@dataclass
+class Sample:
+    """One sampled completion and its per-token statistics.
+
+    ``finish_reason`` is ``"stop"`` (end-of-sequence token or a stop string) or ``"length"``
+    (``max_tokens`` reached). ``token_logprobs`` are the log-probabilities, under the sampling
+    distribution before temperature/top-k/top-p are applied, of the tokens produced;
+    ``token_entropies`` the full-vocabulary entropies (nats) of the same untempered
+    distributions, or ``None`` where the engine cannot compute them.
+    """
+
+    text: str
+    token_ids: list[int]
+    finish_reason: str
+    token_logprobs: list[float]
+    token_entropies: list[float] | None = None
+
+    @property
+    def token_count(self) -> int:
+        return len(self.token_ids)
+
+    @property
+    def logprob_sum(self) -> float:
+        return float(sum(self.token_logprobs))
+
+    @property
+    def logprob_mean(self) -> float:
+        return self.logprob_sum / len(self.token_logprobs) if self.token_logprobs else float("nan")
+
+    @property
+    def entropy_mean(self) -> float | None:
+        if self.token_entropies is None or not self.token_entropies:
+            return None
+        return float(sum(self.token_entropies) / len(self.token_entropies))
+
+
+@dataclass
+class TokenScores:
+    """Per-token log-probabilities of a given completion after a given prompt."""
+
+    token_ids: list[int]
+    token_logprobs: list[float]
+    token_entropies: list[float] | None = None
+
+
+@dataclass
+class EngineInfo:
+    """What ``run.json`` records about an engine: its name, model and identifying details."""
+
+    engine: str
+    model: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+class Engine(ABC):
+    """Base class of all engines (see the module docstring for the contract)."""
+
+    name: str = "engine"
+
+    @abstractmethod
+    def generate(
+        self, prompts: Sequence[str], params: SamplingParams, seeds: Sequence[Sequence[int]]
+    ) -> list[list[Sample]]:
+        """Sample ``len(seeds[i])`` completions of ``prompts[i]``, one per seed, in seed order."""
+
+    @abstractmethod
+    def score(self, prompts: Sequence[str], completions: Sequence[str]) -> list[TokenScores]:
+        """Per-token log-probabilities of ``completions[i]`` following ``prompts[i]``."""
+
+    @abstractmethod
+    def info(self) -> EngineInfo:
+        """Identify the engine and model for the run record."""
+
+    def chat_prompt(self, user_message: str) -> str:
+        """Render ``user_message`` with the model's own chat template.
+
+        Engines whose tokenizer carries a chat template override this; the rest refuse.
+        """
+        raise RlboundError(f"engine {self.name!r} has no chat template; choose another --template")
+
+
+EngineFactory = Callable[..., Engine]
+ENGINES: Registry[EngineFactory] = Registry("engine")
+register_engine = ENGINES.register
+
+
+def load_engine(name: str, model: str, **options: Any) -> Engine:
+    """Build the engine registered as ``name`` for ``model`` (a path or name)."""
+    return ENGINES.get(name)(model, **options)
+
+
+def sample_seed(run_seed: int, problem_id: str, sample_idx: int) -> int:
+    """The seed of one sample: a 63-bit hash of (run seed, problem id, sample index).
+
+    Independent of batch composition and of how many samples were drawn before, so topping up a
+    run from n = 64 to n = 256 reproduces the first 64 samples exactly.
+    """
+    key = f"{run_seed}\x1f{problem_id}\x1f{sample_idx}".encode()
+    return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little") >> 1

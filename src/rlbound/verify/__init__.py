@@ -1,0 +1,1 @@
+"""Verifiers: see :mod:`rlbound.verify.base` for the protocol."""

@@ -1,0 +1,69 @@
+"""Verdicts, verifier protocol and the verifier registry.
+
+A verifier turns a completion into a :class:`Verdict` in two steps with different costs:
+
+* ``extract(completion)`` pulls the final answer out of the text (cheap, pure string work, run in
+  the calling process); ``None`` means no answer could be found.
+* ``equivalent(reference, answer)`` decides whether the extracted answer matches the reference.
+  This may be slow or even hang (symbolic maths), so the pool in :mod:`rlbound.verify.pool` runs
+  it in worker processes under a hard wall-clock limit and caches it by
+  ``(reference, normalise(answer))``.
+
+Statuses: ``ok`` (checked; ``correct`` says the result), ``no_answer`` (nothing extracted),
+``timeout`` (the hard limit killed the check) and ``error`` (the check raised). Everything but
+``ok`` counts as incorrect and is reported.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from rlbound.registry import Registry
+
+STATUS_OK = "ok"
+STATUS_NO_ANSWER = "no_answer"
+STATUS_TIMEOUT = "timeout"
+STATUS_ERROR = "error"
+STATUSES = (STATUS_OK, STATUS_NO_ANSWER, STATUS_TIMEOUT, STATUS_ERROR)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The grade of one completion: the extracted ``answer`` (or None), ``correct``, ``status``."""
+
+    answer: str | None
+    correct: bool
+    status: str
+
+
+class Verifier(ABC):
+    """Base class of verifiers. Instances must be picklable (they travel to worker processes)."""
+
+    name: str = "verifier"
+
+    @abstractmethod
+    def extract(self, completion: str) -> str | None:
+        """The final answer stated in ``completion``, or None."""
+
+    @abstractmethod
+    def equivalent(self, reference: str, answer: str) -> bool:
+        """Whether ``answer`` matches ``reference``. May be slow; runs in a worker."""
+
+    def normalise(self, answer: str) -> str:
+        """The cache key form of an answer: answers with equal keys get the same verdict."""
+        return " ".join(answer.split())
+
+    def settings(self) -> dict[str, Any]:
+        """Options that change verdicts, recorded in ``run.json``."""
+        return {}
+
+
+VerifierFactory = Callable[..., Verifier]
+VERIFIERS: Registry[VerifierFactory] = Registry("verifier")
+register_verifier = VERIFIERS.register
+
+
+def load_verifier(name: str, **options: Any) -> Verifier:
+    return VERIFIERS.get(name)(**options)
