@@ -1,13 +1,15 @@
 """Name → factory registries (tasks, engines, verifiers, templates).
 
 Components register themselves by name with a decorator instead of being chosen in if/else
-chains, so a new engine or task is one new module. Looking up an unknown name raises a
+chains, so a new engine or task is one new module. Built-in entries whose modules are costly to
+import (transformers, vLLM) are declared ``lazy``: their module is imported on first lookup. Looking up an unknown name raises a
 :class:`~rlbound.errors.RlboundError` that lists the known names.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Generic, TypeVar
+import importlib
+from typing import Callable, Generic, Mapping, TypeVar
 
 from rlbound.errors import RlboundError
 
@@ -17,9 +19,10 @@ T = TypeVar("T")
 class Registry(Generic[T]):
     """A named collection of factories of one kind (``kind`` appears in error messages)."""
 
-    def __init__(self, kind: str):
+    def __init__(self, kind: str, lazy: Mapping[str, str] | None = None):
         self.kind = kind
         self._entries: dict[str, T] = {}
+        self._lazy = dict(lazy or {})
 
     def register(self, name: str) -> Callable[[T], T]:
         def decorator(obj: T) -> T:
@@ -31,6 +34,8 @@ class Registry(Generic[T]):
         return decorator
 
     def get(self, name: str) -> T:
+        if name not in self._entries and name in self._lazy:
+            importlib.import_module(self._lazy[name])
         try:
             return self._entries[name]
         except KeyError:
@@ -38,7 +43,7 @@ class Registry(Generic[T]):
             raise RlboundError(f"unknown {self.kind} {name!r} (known: {known})") from None
 
     def names(self) -> list[str]:
-        return sorted(self._entries)
+        return sorted(set(self._entries) | set(self._lazy))
 
     def __contains__(self, name: str) -> bool:
-        return name in self._entries
+        return name in self._entries or name in self._lazy

@@ -138,7 +138,9 @@ class Engine(ABC):
 
 
 EngineFactory = Callable[..., Engine]
-ENGINES: Registry[EngineFactory] = Registry("engine")
+ENGINES: Registry[EngineFactory] = Registry(
+    "engine", lazy={"tiny": "rlbound.engines.tiny", "hf": "rlbound.engines.hf"}
+)
 register_engine = ENGINES.register
 
 

@@ -44,7 +44,9 @@ class Task:
 
 
 TaskFactory = Callable[..., Task]
-TASKS: Registry[TaskFactory] = Registry("task")
+TASKS: Registry[TaskFactory] = Registry(
+    "task", lazy={"arithmetic": "rlbound.tasks.synthetic", "file": "rlbound.tasks.files"}
+)
 register_task = TASKS.register
 
 

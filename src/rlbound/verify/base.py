@@ -61,7 +61,9 @@ class Verifier(ABC):
 
 
 VerifierFactory = Callable[..., Verifier]
-VERIFIERS: Registry[VerifierFactory] = Registry("verifier")
+VERIFIERS: Registry[VerifierFactory] = Registry(
+    "verifier", lazy={"math": "rlbound.verify.math", "exact": "rlbound.verify.exact"}
+)
 register_verifier = VERIFIERS.register
 
 

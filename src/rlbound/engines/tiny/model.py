@@ -1,0 +1,254 @@
+"""The tiny decoder-only transformer: a Llama in miniature, in plain torch.
+
+The architecture is exactly what Hugging Face's ``LlamaForCausalLM`` computes (pre-norm RMSNorm,
+rotary position embeddings in the rotate-half convention, SwiGLU MLP, no biases, optional tied
+embeddings), so :mod:`rlbound.engines.tiny.export` can write a real transformers checkpoint
+from it. Two layout differences, undone by the export: the query/key/value projections are one
+fused ``qkv`` matrix and the gate/up projections one fused ``gate_up`` matrix (fewer, larger
+matmuls are what make small-batch CPU decoding fast).
+
+The forward pass has two modes:
+
+* ``model(ids)``: full causal attention over a right-padded batch (training, scoring);
+* ``model(ids, positions=..., cache=..., key_valid=...)``: writes keys/values into a
+  :class:`KVCache` at its current length and attends over everything cached, honouring a
+  per-row mask of valid key columns (left padding) and per-row positions. Prefill and one-token
+  decode steps are both this call.
+
+What it does not do: no grouped-query attention, no dropout, no RoPE scaling variants, no
+sliding windows; the cache is a preallocated dense tensor (no paging).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from rlbound.errors import RlboundError
+
+
+@dataclass(frozen=True)
+class TinyConfig:
+    """Shape of a tiny model (every field maps onto a ``LlamaConfig`` field on export)."""
+
+    vocab_size: int = 99
+    """Number of tokens (the character tokenizer has 99)."""
+    d_model: int = 128
+    """Residual width (``hidden_size``)."""
+    n_layers: int = 4
+    """Transformer blocks (``num_hidden_layers``)."""
+    n_heads: int = 4
+    """Attention heads; head size is ``d_model // n_heads`` (must be even for RoPE)."""
+    d_ff: int = 384
+    """SwiGLU hidden width (``intermediate_size``)."""
+    max_seq_len: int = 256
+    """Longest sequence, prompt plus completion, in tokens (``max_position_embeddings``)."""
+    rope_theta: float = 10000.0
+    """Rotary base frequency."""
+    rms_norm_eps: float = 1e-6
+    """RMSNorm epsilon."""
+    tie_embeddings: bool = False
+    """Share the input embedding with the output projection (``tie_word_embeddings``)."""
+
+    def __post_init__(self) -> None:
+        if self.d_model % self.n_heads or (self.d_model // self.n_heads) % 2:
+            raise RlboundError(
+                f"tiny model: d_model ({self.d_model}) must be a multiple of n_heads "
+                f"({self.n_heads}) with an even head size"
+            )
+        for name in ("vocab_size", "d_model", "n_layers", "n_heads", "d_ff", "max_seq_len"):
+            if getattr(self, name) < 1:
+                raise RlboundError(f"tiny model: {name} must be >= 1, got {getattr(self, name)}")
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_heads
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "TinyConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise RlboundError(f"tiny model config has unknown fields: {', '.join(unknown)}")
+        return cls(**data)
+
+
+class KVCache:
+    """Preallocated keys and values, ``[n_layers, batch, heads, capacity, head_dim]`` each.
+
+    All rows share one column counter ``length``; rows of different prompt lengths are
+    left-padded and their pad columns masked by the caller's ``key_valid``.
+    """
+
+    def __init__(self, config: TinyConfig, batch: int, capacity: int, device=None, dtype=None):
+        shape = (config.n_layers, batch, config.n_heads, capacity, config.head_dim)
+        self.k = torch.empty(shape, device=device, dtype=dtype or torch.float32)
+        self.v = torch.empty(shape, device=device, dtype=dtype or torch.float32)
+        self.length = 0
+
+    @property
+    def capacity(self) -> int:
+        return self.k.shape[3]
+
+    @property
+    def batch(self) -> int:
+        return self.k.shape[1]
+
+    def select_rows(self, rows: torch.Tensor) -> None:
+        """Keep only ``rows`` (a 1-D index tensor), in that order (drops finished samples)."""
+        self.k = self.k.index_select(1, rows)
+        self.v = self.v.index_select(1, rows)
+
+    def expanded(self, rows: torch.Tensor, capacity: int) -> "KVCache":
+        """A new cache of ``capacity`` columns whose row ``i`` copies this cache's ``rows[i]``."""
+        new = KVCache.__new__(KVCache)
+        shape = list(self.k.shape)
+        shape[1], shape[3] = len(rows), capacity
+        new.k = self.k.new_empty(shape)
+        new.v = self.v.new_empty(shape)
+        n = self.length
+        new.k[:, :, :, :n] = self.k[:, :, :, :n].index_select(1, rows)
+        new.v[:, :, :, :n] = self.v[:, :, :, :n].index_select(1, rows)
+        new.length = n
+        return new
+
+
+def rope_tables(config: TinyConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin, ``[max_seq_len, head_dim]``, computed as transformers' Llama does."""
+    dim = config.head_dim
+    inv_freq = 1.0 / (config.rope_theta ** (torch.arange(0, dim, 2, dtype=torch.float) / dim))
+    freqs = torch.arange(config.max_seq_len, dtype=torch.float)[:, None] * inv_freq[None, :]
+    emb = torch.cat((freqs, freqs), dim=-1)
+    return emb.cos(), emb.sin()
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+class Block(nn.Module):
+    def __init__(self, config: TinyConfig):
+        super().__init__()
+        d = config.d_model
+        self.n_heads, self.head_dim, self.d_ff = config.n_heads, config.head_dim, config.d_ff
+        self.eps = config.rms_norm_eps
+        self.attn_norm = nn.Parameter(torch.ones(d))
+        self.qkv = nn.Linear(d, 3 * d, bias=False)
+        self.o = nn.Linear(d, d, bias=False)
+        self.mlp_norm = nn.Parameter(torch.ones(d))
+        self.gate_up = nn.Linear(d, 2 * config.d_ff, bias=False)
+        self.down = nn.Linear(config.d_ff, d, bias=False)
+
+    def forward(self, x, cos, sin, layer_kv=None, start=0, mask=None):
+        b, t, d = x.shape
+        h = F.rms_norm(x, (d,), self.attn_norm, self.eps)
+        qkv = self.qkv(h).view(b, t, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv[0], qkv[1], qkv[2]  # [b, heads, t, head_dim]
+        q = q * cos + _rotate_half(q) * sin
+        k = k * cos + _rotate_half(k) * sin
+        if layer_kv is None:
+            att = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        else:
+            cache_k, cache_v = layer_kv
+            cache_k[:, :, start : start + t] = k
+            cache_v[:, :, start : start + t] = v
+            keys, values = cache_k[:, :, : start + t], cache_v[:, :, : start + t]
+            att = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
+        x = x + self.o(att.transpose(1, 2).reshape(b, t, d))
+        h = F.rms_norm(x, (d,), self.mlp_norm, self.eps)
+        gate, up = self.gate_up(h).split(self.d_ff, dim=-1)
+        return x + self.down(F.silu(gate) * up)
+
+
+class TinyLlama(nn.Module):
+    """The tiny model; see the module docstring for the two forward modes."""
+
+    def __init__(self, config: TinyConfig):
+        super().__init__()
+        self.config = config
+        self.embed = nn.Embedding(config.vocab_size, config.d_model)
+        self.layers = nn.ModuleList(Block(config) for _ in range(config.n_layers))
+        self.norm = nn.Parameter(torch.ones(config.d_model))
+        self.lm_head = None if config.tie_embeddings else nn.Linear(
+            config.d_model, config.vocab_size, bias=False
+        )
+        cos, sin = rope_tables(config)
+        self.register_buffer("rope_cos", cos, persistent=False)
+        self.register_buffer("rope_sin", sin, persistent=False)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """GPT-2-style init: N(0, 0.02), residual outputs scaled by 1/sqrt(2 * n_layers)."""
+        std = 0.02
+        for name, p in self.named_parameters():
+            if p.dim() == 1:
+                nn.init.ones_(p)
+            elif name.endswith(("o.weight", "down.weight")):
+                nn.init.normal_(p, 0.0, std / math.sqrt(2 * self.config.n_layers))
+            else:
+                nn.init.normal_(p, 0.0, std)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def output_weight(self) -> torch.Tensor:
+        return self.embed.weight if self.lm_head is None else self.lm_head.weight
+
+    def forward(
+        self,
+        ids: torch.Tensor,
+        positions: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+        key_valid: torch.Tensor | None = None,
+        last_only: bool = False,
+    ) -> torch.Tensor:
+        """Logits ``[batch, t, vocab]`` (``[batch, vocab]`` with ``last_only``).
+
+        Without ``cache``: plain causal attention, positions ``0..t-1`` unless given.
+        With ``cache``: the ``t`` new tokens occupy cache columns ``length .. length+t-1``;
+        ``key_valid`` (``[batch, length+t]`` bool) marks real (non-pad) columns, and each token
+        attends to valid columns up to its own (always including itself).
+        """
+        b, t = ids.shape
+        if positions is None:
+            start = cache.length if cache is not None else 0
+            positions = torch.arange(start, start + t, device=ids.device).expand(b, t)
+        if int(positions.max()) >= self.config.max_seq_len:
+            raise RlboundError(
+                f"tiny model: position {int(positions.max())} is beyond max_seq_len "
+                f"{self.config.max_seq_len}"
+            )
+        cos = self.rope_cos[positions].unsqueeze(1)  # [b, 1, t, head_dim]
+        sin = self.rope_sin[positions].unsqueeze(1)
+        x = self.embed(ids)
+        if cache is None:
+            for layer in self.layers:
+                x = layer(x, cos, sin)
+        else:
+            start = cache.length
+            end = start + t
+            if end > cache.capacity:
+                raise RlboundError(f"tiny model: KV cache of {cache.capacity} columns is full")
+            cols = torch.arange(end, device=ids.device)
+            qcols = cols[start:, None]
+            visible = (cols[None, :] <= qcols) & (cols[None, :] >= 0)  # causal, [t, end]
+            if key_valid is not None:
+                visible = visible & (key_valid[:, None, :end] | (cols[None, :] == qcols)[None])
+                mask = visible[:, None]  # [b, 1, t, end]
+            else:
+                mask = visible[None, None]
+            for i, layer in enumerate(self.layers):
+                x = layer(x, cos, sin, (cache.k[i], cache.v[i]), start, mask)
+            cache.length = end
+        if last_only:
+            x = x[:, -1]
+        x = F.rms_norm(x, (self.config.d_model,), self.norm, self.config.rms_norm_eps)
+        return F.linear(x, self.output_weight())

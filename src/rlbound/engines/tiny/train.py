@@ -1,0 +1,315 @@
+"""Next-token training of tiny models, and the arithmetic lab model.
+
+* :func:`train_next_token` fits a tiny model (fresh, in memory, or from a model directory) on
+  texts or (prompt, completion) pairs with AdamW, linear warm-up then cosine decay, gradient
+  clipping and a progress bar showing the loss; it can save the result (and the optimizer state,
+  for ``resume=True``).
+* :func:`fit_arithmetic_model` builds the built-in arithmetic task's solution traces
+  (prompt = the ``plain`` template, completion = the trace + EOS), fits a small model on problems
+  drawn far from the evaluation indices, saves it, and measures held-out accuracy.
+
+What it does not do: no policy-gradient RL (that is the trainer's job), no mixed precision, no
+data-parallel training, no packing of several examples into one row (rows are right-padded).
+Runs are deterministic given ``seed`` on a fixed machine and thread count.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Sequence, Union
+
+import torch
+import torch.nn.functional as F
+
+from rlbound.engines.tiny.checkpoint import (
+    load_model,
+    load_training_state,
+    save_model,
+    save_training_state,
+)
+from rlbound.engines.tiny.model import TinyConfig, TinyLlama
+from rlbound.engines.tiny.tokenizer import CharTokenizer
+from rlbound.errors import RlboundError
+from rlbound.progress import progress
+
+Example = Union[str, tuple[str, str]]
+IGNORE = -100
+
+ARITH_TRAIN_OFFSET = 1_000_000
+"""Training problems of :func:`fit_arithmetic_model` start at this index; evaluation uses the
+task's default indices ``0 ..`` (``arithmetic_task(offset=0)``)."""
+ARITH_HELDOUT_GUARD = 10_000
+"""Training problems whose prompt equals one of the first this-many evaluation prompts are dropped."""
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train_next_token` returns."""
+
+    model: TinyLlama
+    tokenizer: CharTokenizer
+    losses: list[float] = field(default_factory=list)
+    """Mean loss per optimisation step (over the completion tokens of the batch)."""
+    steps: int = 0
+    wall_s: float = 0.0
+    model_dir: str | None = None
+
+    @property
+    def final_loss(self) -> float:
+        tail = self.losses[-max(1, len(self.losses) // 10):]
+        return float(sum(tail) / len(tail)) if tail else float("nan")
+
+
+def encode_examples(
+    examples: Sequence[Example], tokenizer: CharTokenizer, max_seq_len: int, add_eos: bool = True
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Right-padded ``ids [N, L]``, ``targets [N, L]`` (IGNORE where no loss) and ``lengths [N]``.
+
+    A text is ``<bos> text <eos>`` with loss on every token after BOS; a (prompt, completion)
+    pair is ``<bos> prompt completion <eos>`` with loss on the completion tokens (and EOS) only.
+    """
+    if not examples:
+        raise RlboundError("training needs at least one example")
+    seqs, starts = [], []
+    for n, ex in enumerate(examples):
+        if isinstance(ex, str):
+            ids, start = tokenizer.encode(ex, bos=True, eos=add_eos), 1
+        else:
+            prompt, completion = ex
+            p = tokenizer.encode(prompt, bos=True)
+            ids, start = p + tokenizer.encode(completion, eos=add_eos), len(p)
+        if len(ids) > max_seq_len:
+            raise RlboundError(f"training example {n} is {len(ids)} tokens, beyond max_seq_len {max_seq_len}")
+        if start >= len(ids):
+            raise RlboundError(f"training example {n} has no tokens to learn")
+        seqs.append(ids)
+        starts.append(start)
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), tokenizer.pad_id, dtype=torch.long)
+    targets = torch.full((len(seqs), width), IGNORE, dtype=torch.long)
+    for r, (s, start) in enumerate(zip(seqs, starts)):
+        ids[r, : len(s)] = torch.tensor(s)
+        # position j predicts token j+1; learn tokens start .. len-1
+        targets[r, start - 1 : len(s) - 1] = torch.tensor(s[start:])
+    lengths = torch.tensor([len(s) for s in seqs])
+    return ids, targets, lengths
+
+
+def lr_at(step: int, steps: int, warmup: int, min_ratio: float) -> float:
+    """Learning-rate multiplier: linear warm-up over ``warmup`` steps, then cosine to ``min_ratio``."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress_frac = (step - warmup) / max(1, steps - warmup)
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress_frac)))
+
+
+def train_next_token(
+    model: str | Path | TinyLlama | TinyConfig,
+    examples: Sequence[Example],
+    steps: int,
+    batch_size: int = 64,
+    lr: float = 3e-3,
+    warmup: int = 50,
+    *,
+    weight_decay: float = 0.1,
+    grad_clip: float = 1.0,
+    min_lr_ratio: float = 0.1,
+    betas: tuple[float, float] = (0.9, 0.95),
+    seed: int = 0,
+    tokenizer: CharTokenizer | None = None,
+    out_dir: str | Path | None = None,
+    save_state: bool = False,
+    resume: bool = False,
+    add_eos: bool = True,
+    description: str = "training",
+) -> TrainResult:
+    """Fit ``model`` on ``examples`` by next-token prediction; return it with its loss curve.
+
+    ``model`` is a model directory, a :class:`TinyLlama` (trained in place) or a
+    :class:`TinyConfig` (a fresh model initialised from ``seed``). ``examples`` are texts or
+    (prompt, completion) pairs (see :func:`encode_examples`). ``steps`` is the total number of
+    optimisation steps; with ``resume=True`` and a ``training_state.pt`` in the model directory,
+    training continues from the stored step with the stored optimizer state. When ``out_dir`` is
+    given the model is saved there (with the training state if ``save_state``).
+    """
+    if steps < 1 or batch_size < 1:
+        raise RlboundError(f"training needs steps >= 1 and batch_size >= 1 (got {steps}, {batch_size})")
+    torch.manual_seed(seed)
+    state = None
+    label = None
+    if isinstance(model, (str, Path)):
+        label = str(model)
+        model, tokenizer = load_model(model)
+        state = load_training_state(label) if resume else None
+    elif isinstance(model, TinyConfig):
+        model = TinyLlama(model)
+    tokenizer = tokenizer or CharTokenizer()
+    if tokenizer.vocab_size != model.config.vocab_size:
+        raise RlboundError(f"tokenizer has {tokenizer.vocab_size} tokens, model {model.config.vocab_size}")
+
+    ids, targets, lengths = encode_examples(examples, tokenizer, model.config.max_seq_len, add_eos)
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=lr, betas=betas,
+    )
+    generator = torch.Generator().manual_seed(seed)
+    start_step = 0
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
+        generator.set_state(state["generator"])
+        start_step = int(state["step"])
+
+    model.train()
+    result = TrainResult(model, tokenizer, model_dir=label)
+    order = torch.empty(0, dtype=torch.long)
+    t0 = time.perf_counter()
+    ema = None
+    with progress(description, total=steps, unit="steps") as bar:
+        bar.advance(start_step)
+        for step in range(start_step, steps):
+            if len(order) < batch_size:  # reshuffle: each epoch sees every example once
+                order = torch.cat([order, torch.randperm(len(ids), generator=generator)])
+            batch, order = order[:batch_size], order[batch_size:]
+            width = int(lengths[batch].max())
+            x, y = ids[batch, :width], targets[batch, :width]
+            for group in optimizer.param_groups:
+                group["lr"] = lr * lr_at(step, steps, warmup, min_lr_ratio)
+            logits = model(x)
+            loss = F.cross_entropy(logits.view(-1, logits.shape[-1]), y.reshape(-1), ignore_index=IGNORE)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+            optimizer.step()
+            value = float(loss)
+            result.losses.append(value)
+            ema = value if ema is None else 0.95 * ema + 0.05 * value
+            bar.set_postfix(f"loss {ema:.4f}")
+            bar.advance(1)
+    model.eval()
+    result.steps = steps
+    result.wall_s = time.perf_counter() - t0
+    if out_dir is not None:
+        meta = {"trained_steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed,
+                "final_loss": result.final_loss}
+        save_model(model, tokenizer, out_dir, extra={"training": meta})
+        if save_state:
+            save_training_state(out_dir, {"optimizer": optimizer.state_dict(),
+                                          "generator": generator.get_state(), "step": steps})
+        result.model_dir = str(out_dir)
+    return result
+
+
+# -- the arithmetic lab model ------------------------------------------------------------------
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit_arithmetic_model` returns: where the model is, and how well it does."""
+
+    model_dir: str
+    train: TrainResult
+    accuracy: dict[str, float]
+    """Held-out pass@1 by decoding mode: ``"greedy"`` and ``"temperature_1"``."""
+    wall_s: float
+    """Training wall time in seconds (evaluation excluded)."""
+
+
+def arithmetic_examples(difficulty: int, n: int, seed: int, offset: int = ARITH_TRAIN_OFFSET,
+                        exclude_prompts: frozenset[str] = frozenset()) -> list[tuple[str, str]]:
+    """``n`` (prompt, completion) pairs of the arithmetic task, from index ``offset`` on.
+
+    The prompt is the ``plain`` template on the problem; the completion is its solution trace
+    (EOS is appended at encoding). Problems whose question is in ``exclude_prompts`` are skipped.
+    """
+    from rlbound.tasks.synthetic import arithmetic_problem
+    from rlbound.tasks.templates import get_template
+
+    template = get_template("plain")
+    pairs, index = [], offset
+    while len(pairs) < n:
+        problem = arithmetic_problem(seed, difficulty, index)
+        index += 1
+        if problem.prompt not in exclude_prompts:
+            pairs.append((template.render(problem.prompt), problem.metadata["solution"]))
+    return pairs
+
+
+def arithmetic_accuracy(engine, problems, temperature: float, n_samples: int = 1, seed: int = 0) -> float:
+    """Mean correctness (pass@1) of ``engine`` on ``problems`` over ``n_samples`` samples each."""
+    from rlbound.engines.base import SamplingParams, sample_seed
+    from rlbound.tasks.templates import get_template
+    from rlbound.verify.base import load_verifier
+
+    verifier = load_verifier("exact")
+    template = get_template("plain")
+    params = SamplingParams(temperature=temperature, max_tokens=200)
+    n_samples = 1 if temperature == 0 else n_samples
+    prompts = [template.render(p.prompt) for p in problems]
+    seeds = [[sample_seed(seed, p.id, j) for j in range(n_samples)] for p in problems]
+    outputs = engine.generate(prompts, params, seeds)
+    correct = total = 0
+    for problem, samples in zip(problems, outputs):
+        for s in samples:
+            answer = verifier.extract(s.text)
+            correct += bool(answer is not None and verifier.equivalent(problem.reference, answer))
+            total += 1
+    return correct / total
+
+
+DEFAULT_ARITH_CONFIG = TinyConfig(d_model=128, n_layers=4, n_heads=4, d_ff=384, max_seq_len=256)
+
+
+def fit_arithmetic_model(
+    out_dir: str | Path,
+    difficulty: int = 3,
+    n_train: int = 50_000,
+    steps: int = 1500,
+    seed: int = 0,
+    *,
+    batch_size: int = 64,
+    lr: float = 3e-3,
+    warmup: int = 50,
+    config: TinyConfig | None = None,
+    eval_n: int = 200,
+    eval_samples: int = 4,
+) -> FitResult:
+    """Train and save the arithmetic lab model; return it with held-out accuracy.
+
+    Training problems are indices ``ARITH_TRAIN_OFFSET ..`` of seed ``seed`` (minus any whose
+    question appears among the first ``ARITH_HELDOUT_GUARD`` evaluation problems); accuracy is
+    measured on ``arithmetic_task(n=eval_n, seed=seed, difficulty=difficulty)`` (offset 0),
+    greedy and at temperature 1 (``eval_samples`` samples per problem). ``eval_n=0`` skips it.
+    """
+    from rlbound.engines.tiny.engine import TinyEngine
+    from rlbound.tasks.synthetic import arithmetic_problem, arithmetic_task
+
+    guard = frozenset(arithmetic_problem(seed, difficulty, i).prompt for i in range(ARITH_HELDOUT_GUARD))
+    examples = arithmetic_examples(difficulty, n_train, seed, exclude_prompts=guard)
+    config = config or DEFAULT_ARITH_CONFIG
+    t0 = time.perf_counter()
+    train = train_next_token(
+        config, examples, steps=steps, batch_size=batch_size, lr=lr, warmup=warmup, seed=seed,
+        description=f"fitting arithmetic d{difficulty}",
+    )
+    wall = time.perf_counter() - t0
+    accuracy: dict[str, float] = {}
+    if eval_n > 0:
+        engine = TinyEngine.from_model(train.model, train.tokenizer)
+        problems = arithmetic_task(n=eval_n, seed=seed, difficulty=difficulty).problems
+        accuracy["greedy"] = arithmetic_accuracy(engine, problems, 0.0)
+        accuracy["temperature_1"] = arithmetic_accuracy(engine, problems, 1.0, eval_samples, seed)
+    meta = {
+        "task": "arithmetic", "difficulty": difficulty, "n_train": n_train, "steps": steps,
+        "seed": seed, "batch_size": batch_size, "lr": lr, "train_offset": ARITH_TRAIN_OFFSET,
+        "final_loss": train.final_loss, "train_wall_s": round(wall, 1),
+        "heldout_accuracy": accuracy, "heldout": {"n": eval_n, "offset": 0, "seed": seed},
+    }
+    save_model(train.model, train.tokenizer, out_dir, extra={"training": meta})
+    train.model_dir = str(out_dir)
+    return FitResult(str(out_dir), train, accuracy, wall)

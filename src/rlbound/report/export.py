@@ -1,0 +1,273 @@
+"""The report's numbers, computed once, and their machine-readable exports.
+
+:func:`build_report_data` runs the analyses a report shows (pass@k curves with bands, maj@k at
+the largest k, per-problem accuracy histograms, the crossover of every run against the first
+run) and keeps them in one :class:`ReportData`, which the HTML page (``report/html.py``), the
+JSON export and the CSV tables all read, so they cannot disagree. :func:`passk_rows` gives the
+rows of the CLI's ``rlbound passk`` table.
+
+Files written here: ``results.json`` (every number, including per-problem n and c),
+``passk.csv`` (run,k,mean,lo,hi) and ``per_problem.csv`` (run,problem_id,n,c).
+
+What it does not do: no statistics of its own (those live in ``rlbound.analysis``), no reading
+of run directories (callers pass :class:`RunSamples`), no HTML or plotting.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from rlbound import __version__
+from rlbound.analysis.passk import (
+    ACCURACY_BINS,
+    Crossover,
+    MajAtK,
+    PassAtKCurve,
+    accuracy_histogram,
+    crossover,
+    maj_at_k_run,
+    pass_at_k_curve,
+)
+from rlbound.analysis.samples import RunSamples
+from rlbound.errors import RlboundError
+from rlbound.progress import progress
+
+
+@dataclass
+class RunSummary:
+    """One run's report numbers. ``histogram[i]`` counts problems in ``ACCURACY_BINS[i]``."""
+
+    label: str
+    model: str | None
+    engine: str | None
+    task: str | None
+    meta: dict[str, Any]
+    curve: PassAtKCurve
+    maj: MajAtK
+    histogram: np.ndarray
+
+    @property
+    def k_max(self) -> int:
+        return int(self.curve.ks[-1])
+
+
+@dataclass
+class ComparisonSummary:
+    """A run compared with the reference (first) run; ``result`` says which is A and which is B.
+
+    A is whichever leads at pass@1 on their common problems (the reference on a tie), so the
+    question asked is always "does the trailing run catch up, and from which k?".
+    """
+
+    reference: str
+    run: str
+    result: Crossover
+
+
+@dataclass
+class ReportData:
+    """Everything a report shows; built by :func:`build_report_data`."""
+
+    title: str
+    runs: list[RunSummary]
+    comparisons: list[ComparisonSummary]
+    extra_ks: tuple[int, ...]
+    n_boot: int
+    ci: float
+    seed: int
+    generated_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+
+
+def _meta_field(meta: dict[str, Any], key: str) -> str | None:
+    """``meta[key]`` (or ``meta['config'][key]``) as a short string; dicts give their name/id."""
+    for source in (meta, meta.get("config") if isinstance(meta.get("config"), dict) else {}):
+        value = source.get(key)
+        if isinstance(value, dict):
+            value = next((value[k] for k in ("name", "id", "path", "model") if value.get(k)), None)
+        if value not in (None, ""):
+            return str(value)
+    return None
+
+
+def _check_runs(runs: Sequence[RunSamples]) -> None:
+    if not runs:
+        raise RlboundError("report: no runs given")
+    labels = [r.label for r in runs]
+    dup = sorted({x for x in labels if labels.count(x) > 1})
+    if dup:
+        raise RlboundError(f"report: run label {dup[0]!r} is used by more than one run; labels must be unique")
+
+
+def _pass1_on_common(a: RunSamples, b: RunSamples) -> tuple[float, float]:
+    pos = {str(p): i for i, p in enumerate(b.problem_ids)}
+    pairs = [(i, pos[str(p)]) for i, p in enumerate(a.problem_ids) if str(p) in pos]
+    if not pairs:
+        raise RlboundError(f"crossover: runs {a.label!r} and {b.label!r} have no problem ids in common")
+    ia, ib = np.array(pairs).T
+    na, ca, nb, cb = a.n[ia], a.c[ia], b.n[ib], b.c[ib]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return float(np.mean(ca / na)), float(np.mean(cb / nb))
+
+
+def build_report_data(
+    runs: Sequence[RunSamples],
+    *,
+    extra_ks: Sequence[int] = (),
+    title: str | None = None,
+    n_boot: int = 1000,
+    ci: float = 0.95,
+    seed: int = 0,
+) -> ReportData:
+    """Run every analysis the report shows; the first run is the reference for comparisons."""
+    _check_runs(runs)
+    extra = tuple(sorted({int(k) for k in extra_ks}))
+    summaries: list[RunSummary] = []
+    comparisons: list[ComparisonSummary] = []
+    with progress("report", total=2 * len(runs) - 1, unit="analyses") as bar:
+        for run in runs:
+            curve = pass_at_k_curve(run, extra_ks=extra, n_boot=n_boot, ci=ci, seed=seed)
+            k_max = int(curve.ks[-1])
+            maj = maj_at_k_run(run, k_max, n_boot=n_boot, ci=ci, seed=seed)
+            meta = dict(run.meta or {})
+            summaries.append(RunSummary(
+                run.label, _meta_field(meta, "model"), _meta_field(meta, "engine"), _meta_field(meta, "task"),
+                meta, curve, maj, accuracy_histogram(run.n, run.c),
+            ))
+            bar.advance()
+        ref = runs[0]
+        for run in runs[1:]:
+            p_ref, p_run = _pass1_on_common(ref, run)
+            a, b = (ref, run) if p_ref >= p_run else (run, ref)
+            result = crossover(a, b, n_boot=n_boot, ci=ci, seed=seed)
+            comparisons.append(ComparisonSummary(ref.label, run.label, result))
+            bar.advance()
+    default_title = "rlbound report: " + " vs ".join(r.label for r in runs)
+    return ReportData(title or default_title, summaries, comparisons, extra, int(n_boot), float(ci), int(seed))
+
+
+# --------------------------------------------------------------------------- JSON
+
+
+def _jsonable(obj: Any) -> Any:
+    """Plain JSON values: numpy scalars/arrays unwrapped, NaN/inf → null, unknown objects → str."""
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _jsonable(obj.tolist())
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if obj is None or isinstance(obj, (bool, int, str)):
+        return obj
+    return str(obj)
+
+
+def results_dict(data: ReportData) -> dict[str, Any]:
+    """All of the report's numbers as plain JSON values (the content of ``results.json``)."""
+    runs = []
+    for s in data.runs:
+        runs.append({
+            "label": s.label,
+            "model": s.model,
+            "engine": s.engine,
+            "task": s.task,
+            "meta": s.meta,
+            "n_problems": s.curve.n_problems,
+            "n_min": int(s.curve.n.min()),
+            "n_max": int(s.curve.n.max()),
+            "pass_at_k": s.curve.to_dict()["points"],
+            "maj_at_k": s.maj.to_dict(),
+            "accuracy_histogram": {"bins": ACCURACY_BINS, "counts": s.histogram},
+            "per_problem": [
+                {"problem_id": p, "n": int(n), "c": int(c)}
+                for p, n, c in zip(s.curve.problem_ids, s.curve.n, s.curve.c)
+            ],
+        })
+    crossovers = [{"reference": cmp.reference, "run": cmp.run, **cmp.result.to_dict()} for cmp in data.comparisons]
+    return _jsonable({
+        "rlbound_version": __version__,
+        "title": data.title,
+        "generated_at": data.generated_at,
+        "settings": {"n_boot": data.n_boot, "ci": data.ci, "seed": data.seed, "extra_ks": list(data.extra_ks),
+                     "bootstrap": "percentile, problems resampled with replacement"},
+        "runs": runs,
+        "crossovers": crossovers,
+    })
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8", newline="")
+    os.replace(tmp, path)
+
+
+def write_results_json(data: ReportData, path: Path) -> Path:
+    path = Path(path)
+    _atomic_write(path, json.dumps(results_dict(data), indent=1, allow_nan=False) + "\n")
+    return path
+
+
+# --------------------------------------------------------------------------- CSV
+
+
+def _csv_text(header: list[str], rows: list[list[Any]]) -> str:
+    import io
+
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(header)
+    w.writerows(rows)
+    return buf.getvalue()
+
+
+def _fmt(x: float) -> str:
+    return "" if x is None or not math.isfinite(x) else repr(float(x))
+
+
+def write_csvs(data: ReportData, out_dir: Path) -> list[Path]:
+    """``passk.csv`` (run,k,mean,lo,hi; empty lo/hi without bootstrap) and ``per_problem.csv``."""
+    out_dir = Path(out_dir)
+    passk = [[s.label, int(k), _fmt(m), _fmt(lo), _fmt(hi)]
+             for s in data.runs for k, m, lo, hi in zip(s.curve.ks, s.curve.mean, s.curve.lo, s.curve.hi)]
+    per = [[s.label, p, int(n), int(c)]
+           for s in data.runs for p, n, c in zip(s.curve.problem_ids, s.curve.n, s.curve.c)]
+    paths = [out_dir / "passk.csv", out_dir / "per_problem.csv"]
+    _atomic_write(paths[0], _csv_text(["run", "k", "mean", "lo", "hi"], passk))
+    _atomic_write(paths[1], _csv_text(["run", "problem_id", "n", "c"], per))
+    return paths
+
+
+# --------------------------------------------------------------------------- CLI rows
+
+
+def passk_rows(
+    runs: Sequence[RunSamples],
+    extra_ks: Sequence[int] = (),
+    *,
+    n_boot: int = 1000,
+    ci: float = 0.95,
+    seed: int = 0,
+) -> list[dict[str, Any]]:
+    """One row per (run, k): ``{"run", "k", "mean", "lo", "hi", "problems"}`` (lo/hi None without bootstrap).
+
+    For ``rlbound passk`` to print as a table or as JSON.
+    """
+    _check_runs(runs)
+    rows = []
+    for run in runs:
+        curve = pass_at_k_curve(run, extra_ks=extra_ks, n_boot=n_boot, ci=ci, seed=seed)
+        for point in curve.to_dict()["points"]:
+            rows.append({"run": run.label, **point, "problems": curve.n_problems})
+    return rows

@@ -1,0 +1,176 @@
+"""The report: one self-contained HTML page plus results.json and CSV tables.
+
+:func:`write_report` computes the report's numbers once (``report/export.py``), then writes
+``report.html`` — a summary table first (per run: label, model/engine/task from ``run.meta``,
+problems, n, pass@1, pass@k at the largest k and maj@k, with bootstrap intervals), the pass@k
+curves with bands, a crossover statement for every run against the first (the reference, e.g.
+the base model), the per-problem accuracy histogram and the full pass@k table — next to
+``results.json``, ``passk.csv`` and ``per_problem.csv``.
+
+The page embeds its figures as base64 PNG and its CSS inline: no scripts, no external URLs, so it
+can be mailed or archived as one file. Every label and metadata string is HTML-escaped.
+
+What it does not do: no statistics (``rlbound.analysis``), no reading of run directories (the
+caller passes :class:`RunSamples`), no interactivity.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import os
+from pathlib import Path
+from typing import Sequence
+
+from rlbound import __version__
+from rlbound.analysis.passk import ACCURACY_BINS
+from rlbound.analysis.samples import RunSamples
+from rlbound.report.export import (  # passk_rows re-exported: the CLI's `rlbound passk` table
+    ReportData,
+    build_report_data,
+    passk_rows,
+    write_csvs,
+    write_results_json,
+)
+
+__all__ = ["passk_rows", "render_html", "write_report"]
+from rlbound.report.plots import accuracy_histogram_png, passk_curves_png, png_data_uri, run_color
+
+_CSS = """
+body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 2em auto;
+       max-width: 1100px; color: #222; line-height: 1.45; padding: 0 1em; }
+h1 { font-size: 1.5em; margin-bottom: 0.2em; } h2 { font-size: 1.15em; margin-top: 1.8em;
+     border-bottom: 1px solid #ddd; padding-bottom: 0.2em; }
+table { border-collapse: collapse; font-size: 0.9em; margin: 0.5em 0; }
+th, td { border: 1px solid #ddd; padding: 0.3em 0.6em; text-align: right; white-space: nowrap; }
+th { background: #f4f4f4; } td.l, th.l { text-align: left; }
+.note { color: #666; font-size: 0.85em; } .swatch { display: inline-block; width: 0.8em;
+        height: 0.8em; margin-right: 0.4em; vertical-align: baseline; }
+img { max-width: 100%; }
+"""
+
+
+def _e(x: object) -> str:
+    return html.escape("" if x is None else str(x), quote=True)
+
+
+def _val(mean: float, lo: float | None = None, hi: float | None = None) -> str:
+    if lo is None or hi is None or not (math.isfinite(lo) and math.isfinite(hi)):
+        return f"{mean:.3f}"
+    return f'{mean:.3f} <span class="note">[{lo:.3f}, {hi:.3f}]</span>'
+
+
+def _summary_table(data: ReportData) -> str:
+    head = ["run", "model", "engine", "task", "problems", "n", "pass@1", "pass@k (k max)", "maj@k (k max)"]
+    rows = []
+    for i, s in enumerate(data.runs):
+        cur = s.curve
+        n_lo, n_hi = int(cur.n.min()), int(cur.n.max())
+        k = s.k_max
+        m1, lo1, hi1 = cur.at(1)
+        mk, lok, hik = cur.at(k)
+        rows.append(
+            f'<tr><td class="l"><span class="swatch" style="background:{run_color(i)}"></span>{_e(s.label)}</td>'
+            f'<td class="l">{_e(s.model or "–")}</td><td class="l">{_e(s.engine or "–")}</td>'
+            f'<td class="l">{_e(s.task or "–")}</td><td>{cur.n_problems}</td>'
+            f"<td>{n_lo if n_lo == n_hi else f'{n_lo}–{n_hi}'}</td>"
+            f"<td>{_val(m1, lo1, hi1)}</td><td>pass@{k} = {_val(mk, lok, hik)}</td>"
+            f"<td>maj@{s.maj.k} = {_val(s.maj.mean, s.maj.lo, s.maj.hi)}</td></tr>"
+        )
+    ths = "".join(f'<th class="l">{h}</th>' if j < 4 else f"<th>{h}</th>" for j, h in enumerate(head))
+    return f"<table><tr>{ths}</tr>{''.join(rows)}</table>"
+
+
+def _crossover_section(data: ReportData) -> str:
+    if not data.comparisons:
+        return '<p class="note">Only one run: nothing to compare with.</p>'
+    items = []
+    for cmp in data.comparisons:
+        r = cmp.result
+        items.append(f"<li><b>{_e(cmp.run)}</b> vs reference <b>{_e(cmp.reference)}</b> "
+                     f"({r.n_problems} common problems): {_e(r.statement())}</li>")
+    return (
+        "<ul>" + "".join(items) + "</ul>"
+        '<p class="note">A is the run that leads at pass@1 on the common problems (the reference on a '
+        "tie); the crossover is the smallest k from which B's mean pass@k stays at or above A's for "
+        "every integer k up to the smaller n. The interval resamples problems, the same resample for "
+        "both runs.</p>"
+    )
+
+
+def _histogram_table(data: ReportData) -> str:
+    ths = "".join(f"<th>{_e(b)}</th>" for b in ACCURACY_BINS)
+    rows = "".join(
+        f'<tr><td class="l">{_e(s.label)}</td>' + "".join(f"<td>{int(v)}</td>" for v in s.histogram) + "</tr>"
+        for s in data.runs
+    )
+    return f'<table><tr><th class="l">run \\ c/n</th>{ths}</tr>{rows}</table>'
+
+
+def _passk_table(data: ReportData) -> str:
+    ks = sorted({int(k) for s in data.runs for k in s.curve.ks})
+    ths = "".join(f"<th>{_e(s.label)}</th>" for s in data.runs)
+    rows = []
+    for k in ks:
+        cells = []
+        for s in data.runs:
+            cells.append(f"<td>{_val(*s.curve.at(k))}</td>" if k in set(s.curve.ks.tolist()) else "<td>–</td>")
+        rows.append(f"<tr><td>{k}</td>{''.join(cells)}</tr>")
+    return f"<table><tr><th>k</th>{ths}</tr>{''.join(rows)}</table>"
+
+
+def render_html(data: ReportData) -> str:
+    """The report page for already computed :class:`ReportData` (figures rendered here)."""
+    curves = passk_curves_png([s.curve for s in data.runs], ci=data.ci if data.n_boot else None)
+    hist = accuracy_histogram_png([s.label for s in data.runs], [s.histogram for s in data.runs])
+    band = (f"{data.ci:.0%} percentile bootstrap intervals over problems ({data.n_boot} resamples, seed {data.seed})"
+            if data.n_boot else "no bootstrap intervals (n_boot=0)")
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{_e(data.title)}</title><style>{_CSS}</style></head>
+<body>
+<h1>{_e(data.title)}</h1>
+<p class="note">rlbound {_e(__version__)} · {_e(data.generated_at)} · unbiased pass@k (Chen et al. 2021)
+· {_e(band)}.
+Numbers in brackets are interval bounds. Machine-readable copies: results.json, passk.csv, per_problem.csv.</p>
+<h2>Summary</h2>
+{_summary_table(data)}
+<p class="note">k max is each run's smallest per-problem n; maj@k: majority vote over the first k samples
+(unanswered samples do not vote; ties go to the answer seen first).</p>
+<h2>pass@k curves</h2>
+<img src="{png_data_uri(curves)}" alt="pass@k curves with bootstrap bands, log2 k axis">
+<h2>Crossover (each run vs {_e(data.runs[0].label)})</h2>
+{_crossover_section(data)}
+<h2>Per-problem accuracy</h2>
+<img src="{png_data_uri(hist)}" alt="histogram of per-problem accuracy">
+{_histogram_table(data)}
+<h2>pass@k table</h2>
+{_passk_table(data)}
+</body></html>
+"""
+
+
+def write_report(
+    runs: Sequence[RunSamples],
+    out_dir: str | os.PathLike,
+    *,
+    extra_ks: Sequence[int] = (),
+    title: str | None = None,
+    n_boot: int = 1000,
+    ci: float = 0.95,
+    seed: int = 0,
+) -> Path:
+    """Write report.html, results.json, passk.csv and per_problem.csv into ``out_dir``; return the page's path.
+
+    The first run is the reference for the crossover statements. ``extra_ks`` are evaluated in
+    addition to k = 1, 2, 4, …, n; one above some run's n is an error, not silently skipped.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    data = build_report_data(runs, extra_ks=extra_ks, title=title, n_boot=n_boot, ci=ci, seed=seed)
+    write_results_json(data, out / "results.json")
+    write_csvs(data, out)
+    page = out / "report.html"
+    tmp = page.with_name(f".{page.name}.tmp{os.getpid()}")
+    tmp.write_text(render_html(data), encoding="utf-8")
+    os.replace(tmp, page)
+    return page

@@ -1,0 +1,100 @@
+"""The report's figures as PNG bytes (matplotlib, Agg canvas), ready to embed as data URIs.
+
+- :func:`passk_curves_png`: every run's mean pass@k with its bootstrap band on a log2 k axis.
+- :func:`accuracy_histogram_png`: the per-problem accuracy histogram, runs side by side.
+- :func:`png_data_uri`: ``data:image/png;base64,…`` for an ``<img src>``.
+
+Figures are built on ``matplotlib.figure.Figure`` with an explicit Agg canvas, so nothing here
+touches pyplot's global state or needs a display. What it does not do: no interactive plots, no
+computation (it draws the numbers it is given), no files.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from typing import Sequence
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+
+from rlbound.analysis.passk import ACCURACY_BINS, PassAtKCurve
+
+_COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+           "#bcbd22", "#17becf"]
+
+
+def run_color(i: int) -> str:
+    """The colour of the i-th run, the same in every figure."""
+    return _COLORS[i % len(_COLORS)]
+
+
+def _png(fig: Figure) -> bytes:
+    FigureCanvasAgg(fig)
+    buf = io.BytesIO()
+    # No "Software" text chunk: keeps the bytes free of version strings and URLs.
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight", metadata={"Software": None})
+    return buf.getvalue()
+
+
+def _text(label: str) -> str:
+    """A run label as literal matplotlib text: no mathtext on "$", no legend-hiding leading "_"."""
+    label = str(label).replace("$", r"\$")
+    return "\u200b" + label if label.startswith("_") else label
+
+
+def png_data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def passk_curves_png(curves: Sequence[PassAtKCurve], ci: float | None = None) -> bytes:
+    """Mean pass@k per run (markers at its ks) with a shaded ``ci`` band, k on a log2 axis."""
+    fig = Figure(figsize=(7.5, 4.6))
+    ax = fig.add_subplot()
+    all_ks: set[int] = set()
+    for i, cur in enumerate(curves):
+        color = run_color(i)
+        ks = cur.ks.astype(float)
+        all_ks.update(int(k) for k in cur.ks)
+        if np.all(np.isfinite(cur.lo)) and np.all(np.isfinite(cur.hi)):
+            ax.fill_between(ks, cur.lo, cur.hi, color=color, alpha=0.18, linewidth=0)
+        label = f"{_text(cur.label)} ({cur.n_problems} problems)"
+        ax.plot(ks, cur.mean, marker="o", markersize=3.5, color=color, label=label)
+    ax.set_xscale("log", base=2)
+    k_hi = max(all_ks) if all_ks else 1
+    ax.set_xlim(0.85, k_hi * 1.18)
+    ticks = [1 << i for i in range(k_hi.bit_length()) if (1 << i) <= k_hi]
+    ax.xaxis.set_major_locator(FixedLocator(ticks))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{int(round(v))}"))
+    ax.set_ylim(0, 1.0)
+    ax.set_xlabel("k (samples per problem), log2 scale")
+    ax.set_ylabel("pass@k (mean over problems)")
+    band = f"; shaded: {ci:.0%} bootstrap band over problems" if ci else ""
+    ax.set_title(f"pass@k{band}", fontsize=10)
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    return _png(fig)
+
+
+def accuracy_histogram_png(labels: Sequence[str], counts: Sequence[np.ndarray]) -> bytes:
+    """Fraction of problems per accuracy bin (``ACCURACY_BINS``), one bar group per bin."""
+    fig = Figure(figsize=(8.0, 3.8))
+    ax = fig.add_subplot()
+    n_runs = max(len(labels), 1)
+    width = 0.8 / n_runs
+    x = np.arange(len(ACCURACY_BINS))
+    for i, (label, cnt) in enumerate(zip(labels, counts)):
+        cnt = np.asarray(cnt, dtype=float)
+        frac = cnt / cnt.sum() if cnt.sum() else cnt
+        ax.bar(x - 0.4 + width * (i + 0.5), frac, width=width, color=run_color(i), label=_text(label))
+    ax.set_xticks(x)
+    ax.set_xticklabels(ACCURACY_BINS, fontsize=8, rotation=30, ha="right")
+    ax.set_xlabel("per-problem accuracy c/n")
+    ax.set_ylabel("fraction of problems")
+    ax.set_title("per-problem accuracy", fontsize=10)
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.legend(fontsize=8)
+    return _png(fig)

@@ -1,0 +1,131 @@
+"""write_report: the HTML page, results.json, CSVs; passk_rows for the CLI."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import json
+import re
+
+import numpy as np
+import pytest
+
+from rlbound.analysis.passk import ACCURACY_BINS, pass_at_k
+from rlbound.analysis.samples import RunSamples
+from rlbound.errors import RlboundError
+from rlbound.progress import set_quiet
+from rlbound.report.html import passk_rows, write_report
+
+N_PROBLEMS, N = 50, 64
+
+
+@pytest.fixture(autouse=True)
+def _quiet():
+    set_quiet(True)
+    yield
+    set_quiet(False)
+
+
+def _run(label: str, p_correct: np.ndarray, seed: int, meta=None) -> RunSamples:
+    rng = np.random.default_rng(seed)
+    ids = [f"prob-{i}" for i in range(len(p_correct))]
+    correct = [rng.random(N) < p for p in p_correct]
+    answers = [[("42" if ok else str(rng.integers(3))) if rng.random() > 0.1 else None for ok in row]
+               for row in correct]
+    return RunSamples(label, ids, correct, answers, meta=meta or {})
+
+
+@pytest.fixture
+def runs():
+    p_base = np.linspace(0.05, 0.6, N_PROBLEMS)
+    # "RL": sharp on 70% of the problems, blind on the rest -> wins pass@1, loses pass@64
+    p_rl = np.where(np.arange(N_PROBLEMS) % 10 < 7, 0.9, 0.0)
+    base = _run("base-7B", p_base, 1, {"model": {"name": "org/base-7b"}, "engine": "vllm", "task": "math500"})
+    rl = _run("rl <GRPO> & co", p_rl, 2, {"model": "org/rl-7b", "engine": {"name": "hf"}})
+    return [base, rl]
+
+
+def test_write_report_files(tmp_path, runs):
+    page = write_report(runs, tmp_path / "out", extra_ks=(3,), n_boot=200)
+    out = tmp_path / "out"
+    assert page == out / "report.html"
+    assert {p.name for p in out.iterdir()} == {"report.html", "results.json", "passk.csv", "per_problem.csv"}
+
+    text = page.read_text(encoding="utf-8")
+    # self-contained: embedded PNGs (valid ones), no scripts, no external URLs
+    images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', text)
+    assert len(images) >= 2
+    assert all(base64.b64decode(b).startswith(b"\x89PNG") for b in images)
+    assert "<script" not in text.lower()
+    assert "http://" not in text and "https://" not in text
+    assert not re.search(r'(src|href)="(?!data:)', text)
+    # labels escaped, metadata shown, sections present in order
+    assert "rl &lt;GRPO&gt; &amp; co" in text and "rl <GRPO>" not in text
+    assert "base-7B" in text and "org/base-7b" in text and "math500" in text and "vllm" in text
+    order = [text.index(h) for h in ("Summary", "pass@k curves", "Crossover", "Per-problem accuracy", "pass@k table")]
+    assert order == sorted(order)
+    assert "pass@64" in text and "maj@64" in text
+
+    res = json.loads((out / "results.json").read_text())
+    assert {"rlbound_version", "title", "settings", "runs", "crossovers"} <= set(res)
+    assert [r["label"] for r in res["runs"]] == ["base-7B", "rl <GRPO> & co"]
+    r0 = res["runs"][0]
+    assert r0["model"] == "org/base-7b" and r0["engine"] == "vllm" and r0["task"] == "math500"
+    assert res["runs"][1]["engine"] == "hf" and res["runs"][1]["task"] is None
+    assert [p["k"] for p in r0["pass_at_k"]] == [1, 2, 3, 4, 8, 16, 32, 64]
+    assert r0["n_problems"] == N_PROBLEMS and r0["n_min"] == r0["n_max"] == N
+    assert len(r0["per_problem"]) == N_PROBLEMS
+    n = np.array([p["n"] for p in r0["per_problem"]])
+    c = np.array([p["c"] for p in r0["per_problem"]])
+    np.testing.assert_array_equal(c, runs[0].c)
+    for point in r0["pass_at_k"]:
+        assert point["mean"] == pytest.approx(pass_at_k(n, c, point["k"]).mean(), abs=1e-12)
+        assert point["lo"] <= point["mean"] <= point["hi"]
+    assert r0["maj_at_k"]["k"] == 64
+    assert r0["accuracy_histogram"]["bins"] == ACCURACY_BINS
+    assert sum(r0["accuracy_histogram"]["counts"]) == N_PROBLEMS
+    (cx,) = res["crossovers"]
+    assert cx["reference"] == "base-7B" and cx["run"] == "rl <GRPO> & co"
+    assert {"k", "lo", "hi", "frac_none", "k_max", "statement"} <= set(cx)
+    assert cx["k_max"] == N
+    # the synthetic RL run leads at pass@1, so A is the RL run and the question is when base catches up
+    assert cx["a"] == "rl <GRPO> & co" and cx["b"] == "base-7B"
+    assert cx["pass_at_1"]["a"] > cx["pass_at_1"]["b"] and cx["pass_at_k_max"]["b"] > cx["pass_at_k_max"]["a"]
+    assert 1 < cx["k"] < N
+
+    with open(out / "passk.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == ["run", "k", "mean", "lo", "hi"]
+    assert len(rows) == 2 * 8
+    assert {r["run"] for r in rows} == {"base-7B", "rl <GRPO> & co"}
+    first = rows[0]
+    assert float(first["mean"]) == pytest.approx(r0["pass_at_k"][0]["mean"])
+    with open(out / "per_problem.csv", newline="") as f:
+        per = list(csv.DictReader(f))
+    assert list(per[0]) == ["run", "problem_id", "n", "c"]
+    assert len(per) == 2 * N_PROBLEMS
+    assert per[0] == {"run": "base-7B", "problem_id": "prob-0", "n": str(N), "c": str(runs[0].c[0])}
+
+
+def test_report_single_run_and_errors(tmp_path, runs):
+    page = write_report(runs[:1], tmp_path, n_boot=0, title="just base")
+    text = page.read_text()
+    assert "<title>just base</title>" in text and "nothing to compare" in text
+    res = json.loads((tmp_path / "results.json").read_text())
+    assert res["crossovers"] == [] and res["runs"][0]["pass_at_k"][0]["lo"] is None
+    with pytest.raises(RlboundError, match="k=65"):
+        write_report(runs, tmp_path / "x", extra_ks=(65,), n_boot=0)
+    with pytest.raises(RlboundError, match="unique"):
+        write_report([runs[0], runs[0]], tmp_path / "y", n_boot=0)
+    with pytest.raises(RlboundError, match="no runs"):
+        write_report([], tmp_path / "z")
+
+
+def test_passk_rows(runs):
+    rows = passk_rows(runs, extra_ks=(5,), n_boot=50)
+    assert len(rows) == 2 * 8
+    assert set(rows[0]) == {"run", "k", "mean", "lo", "hi", "problems"}
+    assert rows[0]["problems"] == N_PROBLEMS
+    assert [r["k"] for r in rows if r["run"] == "base-7B"] == [1, 2, 4, 5, 8, 16, 32, 64]
+    json.dumps(rows)  # CLI --json
+    assert all(r["lo"] <= r["mean"] <= r["hi"] for r in rows)
