@@ -39,7 +39,7 @@ class Registry(Generic[T]):
         try:
             return self._entries[name]
         except KeyError:
-            known = ", ".join(sorted(self._entries)) or "none"
+            known = ", ".join(self.names()) or "none"
             raise RlboundError(f"unknown {self.kind} {name!r} (known: {known})") from None
 
     def names(self) -> list[str]:

@@ -1,7 +1,9 @@
 """The Hugging Face transformers engine: sample and score any causal LM that transformers loads.
 
 Registered as ``"hf"``. ``model`` is a local model directory, a ``.gguf`` file (or a directory
-holding exactly one, with no ``config.json``), or a hub name passed through to ``from_pretrained``.
+holding exactly one, with no ``config.json``), or a hub name passed through to ``from_pretrained``;
+loading (path resolution, device, dtype, one-line load errors) lives in
+:mod:`rlbound.engines.hf_loading`.
 
 What it does:
 
@@ -37,8 +39,6 @@ bars belong to the caller (one call is one batch of work from its point of view)
 from __future__ import annotations
 
 import inspect
-import os
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -52,65 +52,11 @@ from rlbound.engines.base import (
     TokenScores,
     register_engine,
 )
-from rlbound.engines.sampling import sample_next
+from rlbound.engines.hf_loading import load_model_and_tokenizer
+from rlbound.engines.sampling import logprobs_and_entropies, sample_next
 from rlbound.errors import RlboundError
 
-_DTYPES = {
-    "float32": torch.float32, "fp32": torch.float32,
-    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-    "float16": torch.float16, "fp16": torch.float16,
-}
 _SCORE_MAX_LOGITS = 2**28  # logits held at once by score (1 GiB in float32)
-_OPTIONS = ("gguf_file", "revision", "attn_implementation")
-
-
-def _one_line(err: BaseException, limit: int = 400) -> str:
-    text = " ".join(f"{type(err).__name__}: {err}".split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _looks_like_path(model: str) -> bool:
-    """A string that cannot be a hub id ("name" or "org/name") is meant as a local path."""
-    return (
-        model.startswith(("/", ".", "~"))
-        or model.endswith(".gguf")
-        or "\\" in model
-        or model.count("/") > 1
-    )
-
-
-def _resolve(model: str, gguf_file: str | None) -> tuple[str, str | None, bool]:
-    """``(from_pretrained location, gguf file name or None, is local)`` for ``model``."""
-    path = Path(model).expanduser()
-    if path.is_file():
-        if path.suffix != ".gguf":
-            raise RlboundError(f"model {model!r} is a file but not a .gguf file; give a model "
-                               "directory, a .gguf file or a hub name")
-        return str(path.parent), path.name, True
-    if path.is_dir():
-        if gguf_file is None and not (path / "config.json").exists():
-            ggufs = sorted(p.name for p in path.glob("*.gguf"))
-            if len(ggufs) == 1:
-                gguf_file = ggufs[0]
-            elif ggufs:
-                raise RlboundError(f"model directory {model!r} holds several .gguf files "
-                                   f"({', '.join(ggufs)}); give the path of one")
-        return str(path), gguf_file, True
-    if _looks_like_path(model):
-        raise RlboundError(f"model {model!r} not found: no such file or directory")
-    return model, gguf_file, False
-
-
-def _pick_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError as err:
-        raise RlboundError(f"device {device!r} is not a torch device ({err})") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RlboundError(f"device {device!r} requested but torch has no CUDA here; use --device cpu")
-    return dev
 
 
 @register_engine("hf")
@@ -124,43 +70,16 @@ def hf_engine(
 ) -> "HFEngine":
     """Load ``model`` with transformers (see the module docstring for the accepted forms).
 
-    ``dtype="auto"`` keeps the checkpoint's dtype, except that half precision is upcast to
-    float32 on CPU; ``"float32"``, ``"bfloat16"``, ``"float16"`` force one. Further options:
-    ``gguf_file`` (a .gguf inside a hub repo), ``revision``, ``attn_implementation``.
+    ``batch_size`` bounds the rows decoded (or scored) together. ``dtype="auto"`` keeps the
+    checkpoint's dtype, except that half precision is upcast to float32 on CPU. Further options
+    (``gguf_file``, ``revision``, ``attn_implementation``): see
+    :func:`rlbound.engines.hf_loading.load_model_and_tokenizer`.
     """
-    unknown = sorted(set(kw) - set(_OPTIONS))
-    if unknown:
-        raise RlboundError(f"engine 'hf' has no option {unknown[0]!r} (known: batch_size, device, "
-                           f"dtype, trust_remote_code, {', '.join(_OPTIONS)})")
     if batch_size < 1:
         raise RlboundError(f"batch_size must be >= 1, got {batch_size}")
-    if dtype != "auto" and dtype not in _DTYPES:
-        raise RlboundError(f"dtype {dtype!r} is not one of auto, float32, bfloat16, float16")
-    location, gguf_file, local = _resolve(str(model), kw.pop("gguf_file", None))
-    dev = _pick_device(device)
-
-    import transformers
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    common: dict[str, Any] = {"trust_remote_code": trust_remote_code}
-    if gguf_file is not None:
-        common["gguf_file"] = gguf_file
-    if kw.get("revision") is not None:
-        common["revision"] = kw["revision"]
-    model_kw: dict[str, Any] = dict(common)
-    dtype_key = "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"
-    model_kw[dtype_key] = "auto" if dtype == "auto" else _DTYPES[dtype]
-    if kw.get("attn_implementation") is not None:
-        model_kw["attn_implementation"] = kw["attn_implementation"]
-    where = "" if local else " (not a local path, so it was looked up on the Hugging Face hub)"
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(location, **common)
-        lm = AutoModelForCausalLM.from_pretrained(location, **model_kw)
-    except Exception as err:  # noqa: BLE001 - every load failure becomes one actionable line
-        raise RlboundError(f"could not load model {model!r}{where}: {_one_line(err)}") from err
-    if dtype == "auto" and dev.type == "cpu" and lm.dtype in (torch.float16, torch.bfloat16):
-        lm = lm.float()
-    lm.to(dev).eval()
+    lm, tokenizer, gguf_file = load_model_and_tokenizer(
+        str(model), device=device, dtype=dtype, trust_remote_code=trust_remote_code, **kw
+    )
     return HFEngine(lm, tokenizer, model_name=str(model), batch_size=batch_size, gguf_file=gguf_file)
 
 
@@ -378,11 +297,9 @@ class HFEngine(Engine):
         for row, comp in enumerate(completions):
             # With left padding every sequence ends at the last position, so the logits that predict
             # this completion's tokens are the `len(comp)` positions just before the last one.
-            row_logits = logits[row, keep - len(comp) - 1: keep - 1].float()
-            logp = torch.log_softmax(row_logits, dim=-1)
-            target = torch.tensor(list(comp), device=logp.device)
-            chosen = logp.gather(-1, target[:, None]).squeeze(-1)
-            ent = -(logp.exp() * logp).nan_to_num().sum(dim=-1)
+            row_logits = logits[row, keep - len(comp) - 1: keep - 1]
+            target = torch.tensor(list(comp), device=row_logits.device)
+            chosen, ent = logprobs_and_entropies(row_logits, target)
             out.append(TokenScores(token_ids=list(comp), token_logprobs=chosen.tolist(),
                                    token_entropies=ent.tolist()))
         return out

@@ -67,19 +67,31 @@ def filtered_probs(logits: torch.Tensor, params: SamplingParams) -> torch.Tensor
     return probs
 
 
+def logprobs_and_entropies(
+    logits: torch.Tensor, tokens: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Untempered log-probability of ``tokens`` and full-vocabulary entropy (nats) per position.
+
+    ``logits`` has shape ``[..., vocab]`` and ``tokens`` the leading shape ``[...]``. Used for
+    sampled tokens (:func:`sample_next`) and for scoring given text, so both agree exactly.
+    """
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    entropies = -(logp.exp() * logp).nan_to_num().sum(dim=-1)
+    chosen = logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+    return chosen, entropies
+
+
 def sample_next(
     logits: torch.Tensor, params: SamplingParams, seeds: np.ndarray, step: int
 ) -> NextTokens:
     """Choose one token per row of ``logits`` (shape ``[batch, vocab]``)."""
     logits = logits.float()
-    logp = torch.log_softmax(logits, dim=-1)
-    entropies = -(logp.exp() * logp).nan_to_num().sum(dim=-1)
     if params.temperature == 0:
         tokens = torch.argmax(logits, dim=-1)
     else:
         cdf = torch.cumsum(filtered_probs(logits, params).double(), dim=-1)
-        u = torch.from_numpy(row_uniforms(seeds, step)).unsqueeze(-1) * cdf[:, -1:]
+        u = torch.from_numpy(row_uniforms(seeds, step)).to(cdf.device).unsqueeze(-1) * cdf[:, -1:]
         tokens = torch.searchsorted(cdf, u, right=True).squeeze(-1)
         tokens = tokens.clamp_(max=logits.shape[-1] - 1)
-    chosen_logp = logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+    chosen_logp, entropies = logprobs_and_entropies(logits, tokens)
     return NextTokens(tokens=tokens, logprobs=chosen_logp, entropies=entropies)

@@ -1,8 +1,9 @@
 """The ``tiny`` engine: batched CPU sampling and scoring for tiny model directories.
 
 ``generate`` samples with a KV cache. Each batch holds up to ``batch_size`` samples; the distinct
-prompts in it are left-padded and prefilled once, and their cache rows are copied to all their
-samples (the common case is many samples of one prompt). Rows are independent: pad columns are
+prompts in it are left-padded and prefilled once. When a batch has few distinct prompts (the
+common case: many samples of one prompt) every sample attends to its prompt's single cached copy
+(a shared prefix); otherwise the prompt's cache rows are copied to its samples. Rows are independent: pad columns are
 masked, positions restart at 0 after each row's padding, and every token is chosen by
 :func:`rlbound.engines.sampling.sample_next` from the row's own seed and the decoding step, so a
 sample does not depend on what else is in its batch (up to float rounding). Rows that finish are
@@ -41,7 +42,7 @@ from rlbound.engines.base import (
     TokenScores,
     register_engine,
 )
-from rlbound.engines.sampling import sample_next
+from rlbound.engines.sampling import logprobs_and_entropies, sample_next
 from rlbound.engines.tiny.checkpoint import load_model
 from rlbound.engines.tiny.model import KVCache, TinyLlama
 from rlbound.engines.tiny.tokenizer import CharTokenizer
@@ -51,6 +52,9 @@ _U64 = (1 << 64) - 1
 _STOP_EOS, _STOP_STRING, _LENGTH = 1, 2, 3
 COMPACT_BELOW = 0.75
 """Drop finished rows from the cache once at most this fraction of its rows is still running."""
+SHARED_PREFIX_MAX_PROMPTS = 8
+"""Batches with at most this many distinct prompts keep one copy of each prompt's keys/values,
+attended by all its samples; batches with more copy the prompt into every row."""
 
 
 def _cut_stop(tokens: list[int], tokenizer: CharTokenizer, n_chars: int) -> list[int]:
@@ -147,11 +151,15 @@ class TinyEngine(Engine):
 
         prefill = KVCache(cfg, len(prompt_ids), width, device=dev)
         logits = model(ids, positions=positions, cache=prefill, key_valid=valid, last_only=True)
-        cache = prefill.expanded(row_prompt, width + max_new)
-        del prefill
         logits = logits.index_select(0, row_prompt)
-        key_valid = torch.ones((n_rows, width + max_new), dtype=torch.bool, device=dev)
-        key_valid[:, :width] = valid.index_select(0, row_prompt)
+        key_valid = None
+        if len(prompt_ids) <= SHARED_PREFIX_MAX_PROMPTS:  # rows attend their prompt's one copy
+            cache = KVCache.with_shared_prefix(prefill, valid, row_prompt, max_new)
+        else:  # each row gets its own copy of its prompt's keys/values
+            cache = prefill.expanded(row_prompt, width + max_new)
+            key_valid = torch.ones((n_rows, width + max_new), dtype=torch.bool, device=dev)
+            key_valid[:, :width] = valid.index_select(0, row_prompt)
+        del prefill
         pos = row_len.clone()
 
         all_seeds = np.array([s & _U64 for _, _, s in chunk], dtype=np.uint64)
@@ -168,14 +176,13 @@ class TinyEngine(Engine):
         )
         rows = torch.arange(n_rows, device=dev)  # original row of each cache row
         alive = torch.ones(n_rows, dtype=torch.bool, device=dev)
-        cpu = dev.type == "cpu"
 
         for step in range(max_new):
-            nt = sample_next(logits if cpu else logits.cpu(), params, seeds_cur, step)
-            chosen = nt.tokens.to(dev)
+            nt = sample_next(logits, params, seeds_cur, step)
+            chosen = nt.tokens
             out_tok[rows, step] = chosen
-            out_lp[rows, step] = nt.logprobs.to(dev)
-            out_ent[rows, step] = nt.entropies.to(dev)
+            out_lp[rows, step] = nt.logprobs
+            out_ent[rows, step] = nt.entropies
             live = rows[alive]
             n_gen[live] = step + 1
             is_eos = alive & (chosen == tok.eos_id)
@@ -198,7 +205,8 @@ class TinyEngine(Engine):
             if n_alive <= COMPACT_BELOW * len(rows):
                 keep = alive.nonzero().squeeze(1)
                 cache.select_rows(keep)
-                rows, key_valid, pos, chosen = rows[keep], key_valid[keep], pos[keep], chosen[keep]
+                rows, pos, chosen = rows[keep], pos[keep], chosen[keep]
+                key_valid = None if key_valid is None else key_valid[keep]
                 seeds_cur = all_seeds[rows.cpu().numpy()]
                 alive = alive[keep]
             logits = model(chosen[:, None], positions=pos[:, None], cache=cache,
@@ -260,18 +268,16 @@ class TinyEngine(Engine):
         ids = torch.full((len(pairs), width), self.tokenizer.pad_id, dtype=torch.long)
         for r, (p, c) in enumerate(pairs):
             ids[r, : len(p) + len(c)] = torch.tensor(p + c)
-        logits = self.model(ids.to(self.device)).float()
-        logp = torch.log_softmax(logits, dim=-1)
-        ent = -(logp.exp() * logp).nan_to_num().sum(dim=-1)
+        ids = ids.to(self.device)
+        logits = self.model(ids)
+        # position j predicts token j + 1 (pad targets are scored too, then dropped)
+        targets = torch.cat([ids[:, 1:], ids[:, :1]], dim=1)
+        logp, ent = logprobs_and_entropies(logits, targets)
+        logp, ent = logp.tolist(), ent.tolist()
         result = []
         for r, (p, c) in enumerate(pairs):
-            if not c:
-                result.append(TokenScores([], [], []))
-                continue
-            at = torch.arange(len(p) - 1, len(p) + len(c) - 1)
-            target = torch.tensor(c)
-            lp = logp[r, at].gather(-1, target[:, None].to(logp.device)).squeeze(-1)
-            result.append(TokenScores(list(c), lp.tolist(), ent[r, at].tolist()))
+            lo, hi = len(p) - 1, len(p) + len(c) - 1
+            result.append(TokenScores(list(c), logp[r][lo:hi], ent[r][lo:hi]))
         return result
 
     # -- info ----------------------------------------------------------------------------------

@@ -8,8 +8,9 @@ equivalent to the tiny tokenizer, so that the ``hf`` engine and ``transformers``
 export by path. The tiny tokenizer itself is copied as ``rlbound_tokenizer.json``.
 
 What it does not do: no import back from Hugging Face, no other architectures, no dtype
-conversion (float32), no chat template; the fast tokenizer adds no BOS by itself (prepend
-``bos_token_id`` to match the tiny engine, which always starts prompts with ``<bos>``).
+conversion (float32), no chat template. The fast tokenizer prepends ``<bos>`` when special tokens
+are added (as the tiny engine does to every prompt); like the tiny tokenizer it has no UNK token
+and refuses characters outside the vocabulary.
 """
 
 from __future__ import annotations
@@ -81,7 +82,7 @@ def llama_config(model: TinyLlama, tokenizer: CharTokenizer):
 def _write_fast_tokenizer(tokenizer: CharTokenizer, out: Path) -> bool:
     """A ``tokenizers`` WordLevel model over single characters; False if that is unavailable."""
     try:
-        from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+        from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
     except ImportError:
         return False
     vocab = {s: i for i, s in enumerate(SPECIALS)}
@@ -90,11 +91,14 @@ def _write_fast_tokenizer(tokenizer: CharTokenizer, out: Path) -> bool:
     fast.pre_tokenizer = pre_tokenizers.Split(Regex("[\\s\\S]"), behavior="isolated")
     fast.decoder = decoders.Fuse()
     fast.add_special_tokens(list(SPECIALS))
+    fast.post_processor = processors.TemplateProcessing(  # prompts start with <bos>, as in tiny
+        single=f"{SPECIALS[1]} $A", special_tokens=[(SPECIALS[1], tokenizer.bos_id)]
+    )
     fast.save(str(out / "tokenizer.json"))
     pad, bos, eos = SPECIALS
     (out / "tokenizer_config.json").write_text(json.dumps({
         "tokenizer_class": "PreTrainedTokenizerFast", "bos_token": bos, "eos_token": eos,
-        "pad_token": pad, "add_bos_token": False, "clean_up_tokenization_spaces": False,
+        "pad_token": pad, "clean_up_tokenization_spaces": False,
         "model_max_length": 1 << 30,
     }, indent=1) + "\n")
     return True

@@ -13,7 +13,9 @@ The forward pass has two modes:
 * ``model(ids, positions=..., cache=..., key_valid=...)``: writes keys/values into a
   :class:`KVCache` at its current length and attends over everything cached, honouring a
   per-row mask of valid key columns (left padding) and per-row positions. Prefill and one-token
-  decode steps are both this call.
+  decode steps are both this call. A cache may also carry a *shared prefix*: the keys/values of a
+  few prompts, each attended by all the rows (samples) that continue it, without copying them
+  per row (:meth:`KVCache.with_shared_prefix`).
 
 What it does not do: no grouped-query attention, no dropout, no RoPE scaling variants, no
 sliding windows; the cache is a preallocated dense tensor (no paging).
@@ -92,6 +94,26 @@ class KVCache:
         self.k = torch.empty(shape, device=device, dtype=dtype or torch.float32)
         self.v = torch.empty(shape, device=device, dtype=dtype or torch.float32)
         self.length = 0
+        self.prefix_k: torch.Tensor | None = None  # [n_layers, prompts, heads, width, head_dim]
+        self.prefix_v: torch.Tensor | None = None
+        self.prefix_valid: torch.Tensor | None = None  # [prompts, width] bool (left padding)
+        self.row_prompt: torch.Tensor | None = None  # [batch] prompt of each row
+
+    @classmethod
+    def with_shared_prefix(cls, prefix: "KVCache", prefix_valid: torch.Tensor,
+                           row_prompt: torch.Tensor, capacity: int) -> "KVCache":
+        """A cache for ``len(row_prompt)`` rows whose row ``i`` continues prompt
+        ``row_prompt[i]`` of the filled ``prefix`` cache (one row per prompt, left-padded, pad
+        columns ``False`` in ``prefix_valid``); ``capacity`` columns for the rows' own tokens."""
+        new = cls.__new__(cls)
+        n = prefix.length
+        shape = list(prefix.k.shape)
+        shape[1], shape[3] = len(row_prompt), capacity
+        new.k, new.v = prefix.k.new_empty(shape), prefix.v.new_empty(shape)
+        new.length = 0
+        new.prefix_k, new.prefix_v = prefix.k[:, :, :, :n], prefix.v[:, :, :, :n]
+        new.prefix_valid, new.row_prompt = prefix_valid[:, :n], row_prompt
+        return new
 
     @property
     def capacity(self) -> int:
@@ -105,6 +127,8 @@ class KVCache:
         """Keep only ``rows`` (a 1-D index tensor), in that order (drops finished samples)."""
         self.k = self.k.index_select(1, rows)
         self.v = self.v.index_select(1, rows)
+        if self.row_prompt is not None:
+            self.row_prompt = self.row_prompt.index_select(0, rows)
 
     def expanded(self, rows: torch.Tensor, capacity: int) -> "KVCache":
         """A new cache of ``capacity`` columns whose row ``i`` copies this cache's ``rows[i]``."""
@@ -117,21 +141,29 @@ class KVCache:
         new.k[:, :, :, :n] = self.k[:, :, :, :n].index_select(1, rows)
         new.v[:, :, :, :n] = self.v[:, :, :, :n].index_select(1, rows)
         new.length = n
+        new.prefix_k = new.prefix_v = new.prefix_valid = new.row_prompt = None
         return new
 
 
 def rope_tables(config: TinyConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos and sin, ``[max_seq_len, head_dim]``, computed as transformers' Llama does."""
+    """cos and signed sin, ``[max_seq_len, head_dim]``, computed as transformers' Llama does.
+
+    Llama rotates ``x * cos + rotate_half(x) * sin`` with ``rotate_half(x) = [-x2, x1]``; the
+    returned sin has its first half negated so that ``x * cos + [x2, x1] * sin`` is the same
+    value with one operation fewer.
+    """
     dim = config.head_dim
     inv_freq = 1.0 / (config.rope_theta ** (torch.arange(0, dim, 2, dtype=torch.float) / dim))
     freqs = torch.arange(config.max_seq_len, dtype=torch.float)[:, None] * inv_freq[None, :]
     emb = torch.cat((freqs, freqs), dim=-1)
-    return emb.cos(), emb.sin()
+    sin = emb.sin()
+    sin[:, : dim // 2] = -sin[:, : dim // 2]
+    return emb.cos(), sin
 
 
-def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+def _swap_halves(x: torch.Tensor) -> torch.Tensor:
     half = x.shape[-1] // 2
-    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    return torch.cat((x[..., half:], x[..., :half]), dim=-1)
 
 
 class Block(nn.Module):
@@ -151,21 +183,48 @@ class Block(nn.Module):
         b, t, d = x.shape
         h = F.rms_norm(x, (d,), self.attn_norm, self.eps)
         qkv = self.qkv(h).view(b, t, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv[0], qkv[1], qkv[2]  # [b, heads, t, head_dim]
-        q = q * cos + _rotate_half(q) * sin
-        k = k * cos + _rotate_half(k) * sin
+        # RoPE on q and k at once; ``sin`` carries the sign of rotate_half (see rope_tables)
+        qk = qkv[:2] * cos + _swap_halves(qkv[:2]) * sin
+        q, k, v = qk[0], qk[1], qkv[2]  # [b, heads, t, head_dim]
         if layer_kv is None:
             att = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         else:
-            cache_k, cache_v = layer_kv
-            cache_k[:, :, start : start + t] = k
-            cache_v[:, :, start : start + t] = v
-            keys, values = cache_k[:, :, : start + t], cache_v[:, :, : start + t]
-            att = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
+            att = self._cached_attention(q, k, v, layer_kv, start, mask)
         x = x + self.o(att.transpose(1, 2).reshape(b, t, d))
         h = F.rms_norm(x, (d,), self.mlp_norm, self.eps)
         gate, up = self.gate_up(h).split(self.d_ff, dim=-1)
         return x + self.down(F.silu(gate) * up)
+
+    def _cached_attention(self, q, k, v, layer_kv, start, mask):
+        """Attention of ``q`` over the cached columns (after writing ``k``, ``v`` into them) and,
+        if the cache has one, over each row's shared prompt prefix. Written out with matmuls:
+        for one query per row this is faster on CPU than the fused kernel."""
+        cache_k, cache_v, prefix = layer_kv
+        t = q.shape[2]
+        cache_k[:, :, start : start + t] = k
+        cache_v[:, :, start : start + t] = v
+        keys, values = cache_k[:, :, : start + t], cache_v[:, :, : start + t]
+        scale = self.head_dim ** -0.5
+        scores = torch.matmul(q, keys.transpose(-1, -2)).mul_(scale)  # [b, heads, t, cols]
+        if mask is not None:
+            scores = scores.masked_fill_(~mask, float("-inf"))
+        if prefix is None:
+            return torch.matmul(torch.softmax(scores, dim=-1), values)
+        # shared prefix: one GEMM of all queries against every prompt's keys ([P, heads, b*t, w]),
+        # then each row keeps its own prompt's block
+        pk, pv, p_valid, row_prompt = prefix
+        b, heads, _, hd = q.shape
+        rows = torch.arange(b, device=q.device)
+        q_flat = q.transpose(0, 1).reshape(1, heads, b * t, hd)
+        p_scores = torch.matmul(q_flat, pk.transpose(-1, -2)).mul_(scale)  # [P, heads, b*t, w]
+        p_scores = p_scores.view(p_scores.shape[0], heads, b, t, -1)[row_prompt, :, rows]
+        p_scores = p_scores.masked_fill_(~p_valid[row_prompt][:, None, None, :], float("-inf"))
+        width = p_scores.shape[-1]
+        probs = torch.softmax(torch.cat([p_scores, scores], dim=-1), dim=-1)
+        out = torch.matmul(probs[..., width:], values)
+        p_probs = probs[..., :width].transpose(0, 1).reshape(1, heads, b * t, width)
+        p_out = torch.matmul(p_probs, pv).view(pv.shape[0], heads, b, t, hd)[row_prompt, :, rows]
+        return out + p_out
 
 
 class TinyLlama(nn.Module):
@@ -215,7 +274,8 @@ class TinyLlama(nn.Module):
         Without ``cache``: plain causal attention, positions ``0..t-1`` unless given.
         With ``cache``: the ``t`` new tokens occupy cache columns ``length .. length+t-1``;
         ``key_valid`` (``[batch, length+t]`` bool) marks real (non-pad) columns, and each token
-        attends to valid columns up to its own (always including itself).
+        attends to valid columns up to its own (always including itself), after its row's shared
+        prefix if the cache has one.
         """
         b, t = ids.shape
         if positions is None:
@@ -237,16 +297,22 @@ class TinyLlama(nn.Module):
             end = start + t
             if end > cache.capacity:
                 raise RlboundError(f"tiny model: KV cache of {cache.capacity} columns is full")
-            cols = torch.arange(end, device=ids.device)
-            qcols = cols[start:, None]
-            visible = (cols[None, :] <= qcols) & (cols[None, :] >= 0)  # causal, [t, end]
-            if key_valid is not None:
-                visible = visible & (key_valid[:, None, :end] | (cols[None, :] == qcols)[None])
-                mask = visible[:, None]  # [b, 1, t, end]
-            else:
-                mask = visible[None, None]
+            mask = None  # one new token with every cached column valid needs no mask
+            if key_valid is not None or t > 1:
+                cols = torch.arange(end, device=ids.device)
+                qcols = cols[start:, None]
+                visible = cols[None, :] <= qcols  # causal, [t, end]
+                if key_valid is not None:
+                    visible = visible & (key_valid[:, None, :end] | (cols[None, :] == qcols)[None])
+                    mask = visible[:, None]  # [b, 1, t, end]
+                else:
+                    mask = visible[None, None]
             for i, layer in enumerate(self.layers):
-                x = layer(x, cos, sin, (cache.k[i], cache.v[i]), start, mask)
+                prefix = None
+                if cache.prefix_k is not None:
+                    prefix = (cache.prefix_k[i], cache.prefix_v[i], cache.prefix_valid,
+                              cache.row_prompt)
+                x = layer(x, cos, sin, (cache.k[i], cache.v[i], prefix), start, mask)
             cache.length = end
         if last_only:
             x = x[:, -1]

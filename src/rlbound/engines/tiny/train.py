@@ -124,6 +124,7 @@ def train_next_token(
     save_state: bool = False,
     resume: bool = False,
     add_eos: bool = True,
+    stop_at: int | None = None,
     description: str = "training",
 ) -> TrainResult:
     """Fit ``model`` on ``examples`` by next-token prediction; return it with its loss curve.
@@ -132,8 +133,10 @@ def train_next_token(
     :class:`TinyConfig` (a fresh model initialised from ``seed``). ``examples`` are texts or
     (prompt, completion) pairs (see :func:`encode_examples`). ``steps`` is the total number of
     optimisation steps; with ``resume=True`` and a ``training_state.pt`` in the model directory,
-    training continues from the stored step with the stored optimizer state. When ``out_dir`` is
-    given the model is saved there (with the training state if ``save_state``).
+    training continues from the stored step with the stored optimizer state, so a run split by
+    ``stop_at`` (stop after that many steps; the schedule still spans ``steps``) and resumed
+    equals the uninterrupted run. When ``out_dir`` is given the model is saved there (with the
+    training state if ``save_state``).
     """
     if steps < 1 or batch_size < 1:
         raise RlboundError(f"training needs steps >= 1 and batch_size >= 1 (got {steps}, {batch_size})")
@@ -158,20 +161,22 @@ def train_next_token(
         lr=lr, betas=betas,
     )
     generator = torch.Generator().manual_seed(seed)
+    order = torch.empty(0, dtype=torch.long)  # the rest of the current epoch's shuffle
     start_step = 0
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])
         generator.set_state(state["generator"])
+        order = state["order"]
         start_step = int(state["step"])
+    end_step = steps if stop_at is None else min(steps, stop_at)
 
     model.train()
     result = TrainResult(model, tokenizer, model_dir=label)
-    order = torch.empty(0, dtype=torch.long)
     t0 = time.perf_counter()
     ema = None
-    with progress(description, total=steps, unit="steps") as bar:
+    with progress(description, total=end_step, unit="steps") as bar:
         bar.advance(start_step)
-        for step in range(start_step, steps):
+        for step in range(start_step, end_step):
             if len(order) < batch_size:  # reshuffle: each epoch sees every example once
                 order = torch.cat([order, torch.randperm(len(ids), generator=generator)])
             batch, order = order[:batch_size], order[batch_size:]
@@ -186,21 +191,21 @@ def train_next_token(
             if grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
             optimizer.step()
-            value = float(loss)
+            value = loss.detach().item()
             result.losses.append(value)
             ema = value if ema is None else 0.95 * ema + 0.05 * value
             bar.set_postfix(f"loss {ema:.4f}")
             bar.advance(1)
     model.eval()
-    result.steps = steps
+    result.steps = end_step
     result.wall_s = time.perf_counter() - t0
     if out_dir is not None:
-        meta = {"trained_steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed,
-                "final_loss": result.final_loss}
+        meta = {"trained_steps": end_step, "schedule_steps": steps, "batch_size": batch_size,
+                "lr": lr, "warmup": warmup, "seed": seed, "final_loss": result.final_loss}
         save_model(model, tokenizer, out_dir, extra={"training": meta})
         if save_state:
-            save_training_state(out_dir, {"optimizer": optimizer.state_dict(),
-                                          "generator": generator.get_state(), "step": steps})
+            save_training_state(out_dir, {"optimizer": optimizer.state_dict(), "order": order,
+                                          "generator": generator.get_state(), "step": end_step})
         result.model_dir = str(out_dir)
     return result
 
@@ -225,19 +230,31 @@ def arithmetic_examples(difficulty: int, n: int, seed: int, offset: int = ARITH_
     """``n`` (prompt, completion) pairs of the arithmetic task, from index ``offset`` on.
 
     The prompt is the ``plain`` template on the problem; the completion is its solution trace
-    (EOS is appended at encoding). Problems whose question is in ``exclude_prompts`` are skipped.
+    (EOS is appended at encoding). Problems whose question is in ``exclude_prompts`` are skipped
+    while that is possible: low difficulties have only a few hundred distinct problems, so if
+    ``n`` others cannot be found among ``4 n + 10000`` candidates the excluded ones are used too
+    (see :func:`heldout_is_disjoint`).
     """
     from rlbound.tasks.synthetic import arithmetic_problem
     from rlbound.tasks.templates import get_template
 
     template = get_template("plain")
-    pairs, index = [], offset
-    while len(pairs) < n:
+    kept, skipped = [], []
+    for index in range(offset, offset + 4 * n + 10_000):
         problem = arithmetic_problem(seed, difficulty, index)
-        index += 1
-        if problem.prompt not in exclude_prompts:
-            pairs.append((template.render(problem.prompt), problem.metadata["solution"]))
-    return pairs
+        pair = (template.render(problem.prompt), problem.metadata["solution"])
+        (skipped if problem.prompt in exclude_prompts else kept).append(pair)
+        if len(kept) == n:
+            return kept
+    return (kept + skipped * (n // max(1, len(skipped)) + 1))[:n] if skipped else kept
+
+
+def heldout_is_disjoint(examples: Sequence[tuple[str, str]], exclude_prompts: frozenset[str]) -> bool:
+    """Whether no example's question is one of ``exclude_prompts``."""
+    from rlbound.tasks.templates import get_template
+
+    prefix, suffix = get_template("plain").text.split("{question}")
+    return not any(p[len(prefix): len(p) - len(suffix)] in exclude_prompts for p, _ in examples)
 
 
 def arithmetic_accuracy(engine, problems, temperature: float, n_samples: int = 1, seed: int = 0) -> float:
@@ -281,8 +298,10 @@ def fit_arithmetic_model(
 ) -> FitResult:
     """Train and save the arithmetic lab model; return it with held-out accuracy.
 
-    Training problems are indices ``ARITH_TRAIN_OFFSET ..`` of seed ``seed`` (minus any whose
-    question appears among the first ``ARITH_HELDOUT_GUARD`` evaluation problems); accuracy is
+    Training problems are indices ``ARITH_TRAIN_OFFSET ..`` of seed ``seed`` minus any whose
+    question appears among the first ``ARITH_HELDOUT_GUARD`` evaluation problems (at difficulty
+    1-2 the problem space is too small for that, and ``meta.training.heldout_disjoint`` in the
+    saved config says so); accuracy is
     measured on ``arithmetic_task(n=eval_n, seed=seed, difficulty=difficulty)`` (offset 0),
     greedy and at temperature 1 (``eval_samples`` samples per problem). ``eval_n=0`` skips it.
     """
@@ -291,6 +310,7 @@ def fit_arithmetic_model(
 
     guard = frozenset(arithmetic_problem(seed, difficulty, i).prompt for i in range(ARITH_HELDOUT_GUARD))
     examples = arithmetic_examples(difficulty, n_train, seed, exclude_prompts=guard)
+    disjoint = heldout_is_disjoint(examples, guard)
     config = config or DEFAULT_ARITH_CONFIG
     t0 = time.perf_counter()
     train = train_next_token(
@@ -309,6 +329,7 @@ def fit_arithmetic_model(
         "seed": seed, "batch_size": batch_size, "lr": lr, "train_offset": ARITH_TRAIN_OFFSET,
         "final_loss": train.final_loss, "train_wall_s": round(wall, 1),
         "heldout_accuracy": accuracy, "heldout": {"n": eval_n, "offset": 0, "seed": seed},
+        "heldout_disjoint": disjoint,
     }
     save_model(train.model, train.tokenizer, out_dir, extra={"training": meta})
     train.model_dir = str(out_dir)

@@ -1,0 +1,116 @@
+"""Loading a causal LM and its tokenizer with transformers, for the "hf" engine.
+
+Resolves what the user named (a model directory, a ``.gguf`` file, a directory holding one
+``.gguf``, or a hub name), checks the device and dtype, and turns every load failure into one
+:class:`~rlbound.errors.RlboundError` line. It does not download anything itself (hub names go to
+``from_pretrained`` unchanged), shard models over devices, or quantise.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rlbound.errors import RlboundError
+
+_DTYPES = {
+    "float32": torch.float32, "fp32": torch.float32,
+    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+    "float16": torch.float16, "fp16": torch.float16,
+}
+_OPTIONS = ("gguf_file", "revision", "attn_implementation")
+
+
+def _one_line(err: BaseException, limit: int = 400) -> str:
+    text = " ".join(f"{type(err).__name__}: {err}".split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _looks_like_path(model: str) -> bool:
+    """A string that cannot be a hub id ("name" or "org/name") is meant as a local path."""
+    return (
+        model.startswith(("/", ".", "~"))
+        or model.endswith(".gguf")
+        or "\\" in model
+        or model.count("/") > 1
+    )
+
+
+def _resolve(model: str, gguf_file: str | None) -> tuple[str, str | None, bool]:
+    """``(from_pretrained location, gguf file name or None, is local)`` for ``model``."""
+    path = Path(model).expanduser()
+    if path.is_file():
+        if path.suffix != ".gguf":
+            raise RlboundError(f"model {model!r} is a file but not a .gguf file; give a model "
+                               "directory, a .gguf file or a hub name")
+        return str(path.parent), path.name, True
+    if path.is_dir():
+        if gguf_file is None and not (path / "config.json").exists():
+            ggufs = sorted(p.name for p in path.glob("*.gguf"))
+            if len(ggufs) == 1:
+                gguf_file = ggufs[0]
+            elif ggufs:
+                raise RlboundError(f"model directory {model!r} holds several .gguf files "
+                                   f"({', '.join(ggufs)}); give the path of one")
+        return str(path), gguf_file, True
+    if _looks_like_path(model):
+        raise RlboundError(f"model {model!r} not found: no such file or directory")
+    return model, gguf_file, False
+
+
+def _pick_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError as err:
+        raise RlboundError(f"device {device!r} is not a torch device ({err})") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RlboundError(f"device {device!r} requested but torch has no CUDA here; use --device cpu")
+    return dev
+
+
+def load_model_and_tokenizer(
+    model: str, device: str = "cpu", dtype: str = "auto", trust_remote_code: bool = False,
+    **kw: Any,
+) -> tuple[Any, Any, str | None]:
+    """``(model in eval mode on its device, tokenizer, gguf file name or None)`` for ``model``.
+
+    ``dtype="auto"`` keeps the checkpoint's dtype, except that half precision is upcast to
+    float32 on CPU; ``"float32"``, ``"bfloat16"``, ``"float16"`` force one. Further options:
+    ``gguf_file`` (a .gguf inside a hub repo), ``revision``, ``attn_implementation``.
+    """
+    unknown = sorted(set(kw) - set(_OPTIONS))
+    if unknown:
+        raise RlboundError(f"engine 'hf' has no option {unknown[0]!r} (known: batch_size, device, "
+                           f"dtype, trust_remote_code, {', '.join(_OPTIONS)})")
+    if dtype != "auto" and dtype not in _DTYPES:
+        raise RlboundError(f"dtype {dtype!r} is not one of auto, float32, bfloat16, float16")
+    location, gguf_file, local = _resolve(str(model), kw.pop("gguf_file", None))
+    dev = _pick_device(device)
+
+    import transformers
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    common: dict[str, Any] = {"trust_remote_code": trust_remote_code}
+    if gguf_file is not None:
+        common["gguf_file"] = gguf_file
+    if kw.get("revision") is not None:
+        common["revision"] = kw["revision"]
+    model_kw: dict[str, Any] = dict(common)
+    dtype_key = "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"
+    model_kw[dtype_key] = "auto" if dtype == "auto" else _DTYPES[dtype]
+    if kw.get("attn_implementation") is not None:
+        model_kw["attn_implementation"] = kw["attn_implementation"]
+    where = "" if local else " (not a local path, so it was looked up on the Hugging Face hub)"
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(location, **common)
+        lm = AutoModelForCausalLM.from_pretrained(location, **model_kw)
+    except Exception as err:  # noqa: BLE001 - every load failure becomes one actionable line
+        raise RlboundError(f"could not load model {model!r}{where}: {_one_line(err)}") from err
+    if dtype == "auto" and dev.type == "cpu" and lm.dtype in (torch.float16, torch.bfloat16):
+        lm = lm.float()
+    lm.to(dev).eval()
+    return lm, tokenizer, gguf_file

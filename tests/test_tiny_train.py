@@ -1,0 +1,121 @@
+"""Tests of next-token training of tiny models (rlbound.engines.tiny.train), on small budgets."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from rlbound.engines.base import SamplingParams, load_engine
+from rlbound.engines.tiny import CharTokenizer, TinyConfig
+from rlbound.engines.tiny.checkpoint import load_model
+from rlbound.engines.tiny.train import (
+    ARITH_TRAIN_OFFSET,
+    IGNORE,
+    arithmetic_examples,
+    encode_examples,
+    fit_arithmetic_model,
+    heldout_is_disjoint,
+    lr_at,
+    train_next_token,
+)
+from rlbound.errors import RlboundError
+from rlbound.tasks.synthetic import arithmetic_task
+
+CFG = TinyConfig(d_model=32, n_layers=2, n_heads=2, d_ff=64, max_seq_len=80)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny tensors gain nothing from threads, and a busy machine makes OpenMP barriers crawl."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_encode_masks_prompt_tokens():
+    tok = CharTokenizer()
+    ids, targets, lengths = encode_examples([("Q: 1\nA: ", "12"), "ab"], tok, 64)
+    # row 0: <bos> Q : _ 1 \n A : _ 1 2 <eos>  -> loss on "1", "2", <eos> only
+    assert lengths.tolist() == [12, 4]
+    learned = targets[0][targets[0] != IGNORE].tolist()
+    assert learned == tok.encode("12") + [tok.eos_id]
+    assert (targets[0, :8] == IGNORE).all()  # predictions made at prompt positions 0..7 are masked
+    assert targets[0, 8] == tok.encode("1")[0]  # position 8 (the last prompt char) predicts "1"
+    # a plain text learns every token after BOS
+    assert targets[1][targets[1] != IGNORE].tolist() == tok.encode("ab") + [tok.eos_id]
+    assert (ids[1, 4:] == tok.pad_id).all()
+    with pytest.raises(RlboundError, match="max_seq_len"):
+        encode_examples(["x" * 100], tok, 64)
+
+
+def test_lr_schedule():
+    assert lr_at(0, 100, 10, 0.1) == pytest.approx(0.1)
+    assert lr_at(9, 100, 10, 0.1) == pytest.approx(1.0)
+    assert lr_at(55, 100, 10, 0.1) == pytest.approx(0.55)
+    assert lr_at(100, 100, 10, 0.1) == pytest.approx(0.1)
+    values = [lr_at(s, 100, 10, 0.1) for s in range(10, 100)]
+    assert all(a >= b for a, b in zip(values, values[1:]))
+
+
+def test_short_training_lowers_the_loss_and_is_deterministic(tmp_path):
+    examples = arithmetic_examples(1, 200, seed=0)
+    a = train_next_token(CFG, examples, steps=40, batch_size=16, lr=1e-2, warmup=5, seed=3,
+                         out_dir=tmp_path / "m")
+    first, last = sum(a.losses[:5]) / 5, sum(a.losses[-5:]) / 5
+    assert first > 3.5  # about ln(99) at init
+    assert last < 0.75 * first
+    b = train_next_token(CFG, examples, steps=40, batch_size=16, lr=1e-2, warmup=5, seed=3)
+    assert a.losses == b.losses
+    c = train_next_token(CFG, examples, steps=5, batch_size=16, lr=1e-2, warmup=5, seed=4)
+    assert c.losses != a.losses[:5]
+    # the saved directory is a working tiny model
+    meta = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert meta["meta"]["training"]["trained_steps"] == 40
+    out = load_engine("tiny", str(tmp_path / "m")).generate(
+        ["Q: 3+4\nA: "], SamplingParams(max_tokens=12), [[1]])
+    assert len(out[0][0].token_ids) >= 1
+
+
+def test_resume_equals_uninterrupted_training(tmp_path):
+    examples = [("Q: a\nA: ", "aa"), ("Q: b\nA: ", "bb"), "free text", ("Q: c\nA: ", "ccc")]
+    kw = dict(batch_size=3, lr=5e-3, warmup=3, seed=1)
+    straight = train_next_token(CFG, examples, steps=12, **kw)
+    part1 = train_next_token(CFG, examples, steps=12, stop_at=5, out_dir=tmp_path / "m",
+                             save_state=True, **kw)
+    assert part1.losses == straight.losses[:5]
+    part2 = train_next_token(tmp_path / "m", examples, steps=12, resume=True, **kw)
+    assert part2.losses == straight.losses[5:]
+    for a, b in zip(straight.model.state_dict().values(), part2.model.state_dict().values()):
+        assert torch.equal(a, b)
+    # without resume, a directory restarts the schedule with a fresh optimizer
+    fresh = train_next_token(tmp_path / "m", examples, steps=2, **kw)
+    assert len(fresh.losses) == 2 and fresh.losses != straight.losses[5:7]
+
+
+def test_fit_arithmetic_model_smoke(tmp_path):
+    result = fit_arithmetic_model(
+        tmp_path / "arith", difficulty=1, n_train=64, steps=4, seed=0, batch_size=8,
+        config=CFG, eval_n=3, eval_samples=2,
+    )
+    assert set(result.accuracy) == {"greedy", "temperature_1"}
+    assert all(0.0 <= v <= 1.0 for v in result.accuracy.values())
+    model, tok = load_model(result.model_dir)
+    assert model.config == CFG
+    meta = json.loads((tmp_path / "arith" / "config.json").read_text())["meta"]["training"]
+    assert meta["train_offset"] == ARITH_TRAIN_OFFSET and meta["difficulty"] == 1
+    assert meta["heldout_disjoint"] is False  # difficulty 1 has too few distinct problems
+
+
+def test_training_problems_avoid_heldout_ones():
+    heldout = frozenset(p.prompt for p in arithmetic_task(n=2000, seed=0, difficulty=2).problems)
+    examples = arithmetic_examples(2, 300, seed=0, exclude_prompts=heldout)
+    assert len(examples) == 300 and heldout_is_disjoint(examples, heldout)
+    assert examples[0][0].startswith("Q: ") and examples[0][0].endswith("\nA: ")
+    assert not heldout_is_disjoint(arithmetic_examples(2, 300, seed=0, offset=0), heldout)
+    # a space too small to avoid the held-out problems still yields n examples
+    tiny_space = frozenset(p.prompt for p in arithmetic_task(n=3000, seed=0, difficulty=1).problems)
+    assert len(arithmetic_examples(1, 50, seed=0, exclude_prompts=tiny_space)) == 50
