@@ -118,11 +118,12 @@ def main() -> None:
                                               dtype=torch.float32).eval()
     engine_tok = CharTokenizer()
     if fixed:
-        engine_tok.eos_id = -1  # never sampled: every row runs to max_tokens, as with min_new_tokens
+        engine_tok.eos_id = -1  # never sampled: rows run to max_tokens, like min_new_tokens
     print(f"model: {args.model or 'random'} ({model.num_parameters():,} parameters, "
           f"{model.config.d_model}x{model.config.n_layers}), threads {args.threads}, "
           f"{'fixed length' if fixed else 'stop at EOS'}")
-    header = f"{'workload':<11} {'batch':>5} {'len':>4} | {'tiny tok/s':>10} {'hf tok/s':>9} | {'ratio':>6}"
+    header = (f"{'workload':<11} {'batch':>5} {'len':>4} | {'tiny tok/s':>10} {'hf tok/s':>9} "
+              f"| {'ratio':>6}")
     print(header)
     print("-" * len(header))
     for workload in args.workload:

@@ -33,6 +33,8 @@ CHAT_TEMPLATE = (
 PROMPT_SHORT = "q: 1+2=?\na: "
 PROMPT_LONG = "q: what is the sum of 12 and 30, and then times 2?\na: "
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 def save_tiny_model(path: Path, eos_token_id: int | list[int] = 2, seed: int = 0,
                     arch: str = "llama") -> Path:
@@ -72,19 +74,6 @@ def save_tiny_model(path: Path, eos_token_id: int | list[int] = 2, seed: int = 0
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Run this module's models on one thread, then restore the setting.
-
-    On a small shared CPU, torch's OpenMP threads spin-wait against other processes: a 135M-model
-    decode step measured 20x slower with 2 threads than with 1 on a loaded 2-core machine.
-    """
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

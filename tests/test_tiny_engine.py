@@ -22,6 +22,8 @@ from rlbound.errors import RlboundError
 SMALL = TinyConfig(d_model=64, n_layers=2, n_heads=4, d_ff=128, max_seq_len=96)
 PROMPTS = ["Q: 1+2\nA: ", "Q: ((13*8)+20)*8\nA: ", "Q: 7\nA: "]
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 def sharp_model(config: TinyConfig = SMALL, seed: int = 0, std: float = 0.25) -> TinyLlama:
     torch.manual_seed(seed)
@@ -33,15 +35,6 @@ def sharp_model(config: TinyConfig = SMALL, seed: int = 0, std: float = 0.25) ->
             else:
                 p.uniform_(0.5, 1.5)
     return model.eval()
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors gain nothing from threads, and a busy machine makes OpenMP barriers crawl."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -271,7 +264,8 @@ def test_eos_ends_with_stop(eos_engine):
         if s.finish_reason == "stop":
             assert s.token_ids[-1] == 2 and 2 not in s.token_ids[:-1]
             assert len(s.token_logprobs) == len(s.token_ids) == len(s.text) + 1
-    greedy = eos_engine.generate(["Q: hello\nA: "], SamplingParams(temperature=0, max_tokens=20), [[0]])
+    greedy = eos_engine.generate(["Q: hello\nA: "], SamplingParams(temperature=0, max_tokens=20),
+                                 [[0]])
     assert greedy[0][0].text == "hello!" and greedy[0][0].finish_reason == "stop"
 
 
@@ -288,8 +282,9 @@ def test_score_matches_generate(engine, eos_engine, temperature):
         for (_, s), sc in zip(pairs, scores):
             n = len(s.text)
             assert sc.token_ids == s.token_ids[:n]
-            assert torch.allclose(torch.tensor(sc.token_logprobs), torch.tensor(s.token_logprobs[:n]), atol=1e-4)
-            assert torch.allclose(torch.tensor(sc.token_entropies), torch.tensor(s.token_entropies[:n]), atol=1e-4)
+            for got, want in ((sc.token_logprobs, s.token_logprobs[:n]),
+                              (sc.token_entropies, s.token_entropies[:n])):
+                assert torch.allclose(torch.tensor(got), torch.tensor(want), atol=1e-4)
 
 
 def test_score_edge_cases(engine):
@@ -306,7 +301,8 @@ def test_score_edge_cases(engine):
 def test_save_load_round_trip_gives_identical_samples(tmp_path):
     model = sharp_model(seed=3)
     params = SamplingParams(temperature=1.0, max_tokens=16)
-    before = TinyEngine.from_model(model, CharTokenizer()).generate(PROMPTS, params, [[1], [2], [3]])
+    in_memory = TinyEngine.from_model(model, CharTokenizer())
+    before = in_memory.generate(PROMPTS, params, [[1], [2], [3]])
     save_model(model, CharTokenizer(), tmp_path / "m")
     loaded, _ = load_model(tmp_path / "m")
     for a, b in zip(model.state_dict().values(), loaded.state_dict().values()):
@@ -320,7 +316,8 @@ def test_load_engine_and_info(model_dir):
     eng = load_engine("tiny", str(model_dir))
     assert isinstance(eng, TinyEngine)
     info = eng.info()
-    assert info.engine == "tiny" and info.model == str(model_dir.resolve())
+    assert info.engine == "tiny" and info.model == str(model_dir)
+    assert len(info.details["weights_sha256"]) == 16
     assert info.details["parameters"] == sharp_model().num_parameters()
     assert info.details["config"]["d_model"] == 64
 
@@ -334,6 +331,12 @@ def test_bad_model_dirs_and_options(tmp_path, model_dir):
         load_engine("tiny", str(tmp_path / "hf"))
     with pytest.raises(RlboundError, match="unknown option"):
         load_engine("tiny", str(model_dir), temperatur=1.0)
+    eng = load_engine("tiny", str(model_dir))
+    with pytest.raises(RlboundError, match="not in its vocabulary"):
+        eng.generate(["Q: 3×4\nA: "], SamplingParams(max_tokens=4), [[1]])
+    with pytest.raises(RlboundError, match="seed lists"):
+        eng.generate(["a", "b"], SamplingParams(max_tokens=4), [[1]])
+    assert eng.generate([], SamplingParams(max_tokens=4), []) == []
 
 
 # -- export ------------------------------------------------------------------------------------

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 
 import pytest
 import torch
@@ -26,14 +25,7 @@ from rlbound.tasks.synthetic import arithmetic_task
 
 CFG = TinyConfig(d_model=32, n_layers=2, n_heads=2, d_ff=64, max_seq_len=80)
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors gain nothing from threads, and a busy machine makes OpenMP barriers crawl."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_encode_masks_prompt_tokens():

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from rlbound.engines.base import SamplingParams, load_engine
@@ -34,6 +34,11 @@ from rlbound.tasks.synthetic import arithmetic_task
 from rlbound.verify.base import load_verifier
 
 
+SELF_TRAIN_OFFSET = 2_000_000
+"""Self-training problems start here: away from the base model's fitting problems (from
+``ARITH_TRAIN_OFFSET``) and the held-out test problems (from 0)."""
+
+
 @dataclass(frozen=True)
 class StudyConfig:
     """Sizes of the built-in study (``quick`` is the test suite's, the default the README's)."""
@@ -42,11 +47,13 @@ class StudyConfig:
     seed: int = 0
     base_steps: int = 600
     """Optimiser steps fitting the base model on solution traces."""
-    rft_problems: int = 400
+    rft_problems: int = 1500
     """Training problems the base model samples for self-training."""
-    rft_samples: int = 8
+    rft_samples: int = 4
     """Samples per training problem; the verified-correct ones become fine-tuning data."""
-    rft_steps: int = 150
+    rft_steps: int = 100
+    """Fine-tuning steps of 64 examples: about one pass over the correct samples."""
+    rft_lr: float = 3e-4
     test_problems: int = 200
     n: int = 64
     """Samples per held-out problem for pass@k."""
@@ -55,8 +62,8 @@ class StudyConfig:
 
     @classmethod
     def quick(cls) -> "StudyConfig":
-        return cls(base_steps=250, rft_problems=120, rft_samples=4, rft_steps=60,
-                   test_problems=40, n=16)
+        return cls(base_steps=450, rft_problems=300, rft_samples=4, rft_steps=30,
+                   test_problems=30, n=16)
 
 
 def _check_settings(out: Path, config: StudyConfig) -> None:
@@ -83,7 +90,7 @@ def _build_model(target: Path, build) -> None:
 
 def run_study(out: str | Path, quick: bool = False) -> Path:
     """Run (or resume) the study in ``out``; return the path of its report.html."""
-    from rlbound.engines.tiny.train import ARITH_TRAIN_OFFSET, fit_arithmetic_model, train_next_token
+    from rlbound.engines.tiny.train import fit_arithmetic_model, train_next_token
     from rlbound.tasks.templates import get_template
 
     out = Path(out)
@@ -92,6 +99,7 @@ def run_study(out: str | Path, quick: bool = False) -> Path:
     verifier = load_verifier("exact")
     params = SamplingParams(temperature=config.temperature, max_tokens=config.max_tokens)
     base_dir, tuned_dir = out / "models" / "base", out / "models" / "self-trained"
+    test_task = arithmetic_task(n=config.test_problems, seed=config.seed, difficulty=config.difficulty)
 
     _build_model(
         base_dir,
@@ -101,9 +109,14 @@ def run_study(out: str | Path, quick: bool = False) -> Path:
     )
 
     def self_train(tmp: Path) -> None:
+        # Fresh training problems (not those the base model was fitted on), none equal to a test one.
+        test_prompts = {p.prompt for p in test_task.problems}
         train_task = arithmetic_task(
             n=config.rft_problems, seed=config.seed, difficulty=config.difficulty,
-            offset=ARITH_TRAIN_OFFSET,
+            offset=SELF_TRAIN_OFFSET,
+        )
+        train_task = replace(
+            train_task, problems=tuple(p for p in train_task.problems if p.prompt not in test_prompts)
         )
         run_dir = out / "runs" / "base-on-train"
         sample_run(run_dir, train_task, load_engine("tiny", str(base_dir)), verifier, params,
@@ -117,12 +130,11 @@ def run_study(out: str | Path, quick: bool = False) -> Path:
         ]
         if not pairs:
             raise RlboundError("the base model solved no training problem; raise base_steps")
-        train_next_token(str(base_dir), pairs, steps=config.rft_steps, lr=1e-3, warmup=10,
+        train_next_token(str(base_dir), pairs, steps=config.rft_steps, lr=config.rft_lr, warmup=10,
                          seed=config.seed, out_dir=tmp, description="self-training")
 
     _build_model(tuned_dir, self_train)
 
-    test_task = arithmetic_task(n=config.test_problems, seed=config.seed, difficulty=config.difficulty)
     runs = []
     for name, model_dir in (("base", base_dir), ("self-trained", tuned_dir)):
         run_dir = out / "runs" / name

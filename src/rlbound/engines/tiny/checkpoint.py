@@ -2,7 +2,8 @@
 
 A tiny model directory holds::
 
-    config.json          {"format": "rlbound-tiny", "format_version": 1, "model": {TinyConfig fields}}
+    config.json          {"format": "rlbound-tiny", "format_version": 1,
+                          "model": {TinyConfig fields}, "meta": {how it was made}}
     tokenizer.json       the character tokenizer (see tokenizer.py)
     model.safetensors    the weights, named as TinyLlama's state_dict (fused qkv / gate_up)
     training_state.pt    optional: optimizer, scheduler step and RNG state, for resuming training
@@ -43,7 +44,9 @@ def save_model(model: TinyLlama, tokenizer: CharTokenizer, model_dir: str | Path
         raise RlboundError(
             f"tokenizer has {tokenizer.vocab_size} tokens but the model {model.config.vocab_size}"
         )
-    state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in model.state_dict().items()}
+    state = {
+        k: v.detach().to("cpu", torch.float32).contiguous() for k, v in model.state_dict().items()
+    }
     save_file(state, str(path / WEIGHTS_FILE), metadata={"format": FORMAT})
     tokenizer.save(path)
     meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "model": model.config.to_dict()}
@@ -70,11 +73,15 @@ def load_config(model_dir: str | Path) -> tuple[TinyConfig, dict[str, Any]]:
             "a Hugging Face model directory needs the 'hf' engine"
         )
     if data.get("format_version", 0) > FORMAT_VERSION:
-        raise RlboundError(f"'{path}' was written by a newer rlbound (format {data['format_version']})")
+        raise RlboundError(
+            f"'{path}' was written by a newer rlbound (format {data['format_version']})"
+        )
     return TinyConfig.from_dict(data["model"]), data.get("meta", {})
 
 
-def load_model(model_dir: str | Path, device: str | torch.device = "cpu") -> tuple[TinyLlama, CharTokenizer]:
+def load_model(
+    model_dir: str | Path, device: str | torch.device = "cpu"
+) -> tuple[TinyLlama, CharTokenizer]:
     """Load the model (in eval mode) and tokenizer of a tiny model directory."""
     config, _ = load_config(model_dir)
     tokenizer = CharTokenizer.load(model_dir)
@@ -86,7 +93,8 @@ def load_model(model_dir: str | Path, device: str | torch.device = "cpu") -> tup
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise RlboundError(
-            f"'{weights}' does not match its config (missing: {missing[:3]}, unexpected: {unexpected[:3]})"
+            f"'{weights}' does not match its config "
+            f"(missing: {missing[:3]}, unexpected: {unexpected[:3]})"
         )
     return model.to(device).eval(), tokenizer
 

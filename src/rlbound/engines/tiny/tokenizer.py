@@ -84,7 +84,9 @@ class CharTokenizer:
         try:
             data = json.loads(path.read_text())
         except FileNotFoundError:
-            raise RlboundError(f"tiny model directory '{model_dir}' has no {TOKENIZER_FILE}") from None
+            raise RlboundError(
+                f"tiny model directory '{model_dir}' has no {TOKENIZER_FILE}"
+            ) from None
         except json.JSONDecodeError as err:
             raise RlboundError(f"tokenizer file '{path}' is not valid JSON: {err}") from None
         if data.get("type") != "char" or list(data.get("specials", [])) != list(SPECIALS):

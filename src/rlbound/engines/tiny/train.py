@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence, Union
 
@@ -42,7 +42,8 @@ ARITH_TRAIN_OFFSET = 1_000_000
 """Training problems of :func:`fit_arithmetic_model` start at this index; evaluation uses the
 task's default indices ``0 ..`` (``arithmetic_task(offset=0)``)."""
 ARITH_HELDOUT_GUARD = 10_000
-"""Training problems whose prompt equals one of the first this-many evaluation prompts are dropped."""
+"""Training problems whose prompt equals one of the first this-many evaluation prompts are
+dropped (where the problem space allows it)."""
 
 
 @dataclass
@@ -82,7 +83,9 @@ def encode_examples(
             p = tokenizer.encode(prompt, bos=True)
             ids, start = p + tokenizer.encode(completion, eos=add_eos), len(p)
         if len(ids) > max_seq_len:
-            raise RlboundError(f"training example {n} is {len(ids)} tokens, beyond max_seq_len {max_seq_len}")
+            raise RlboundError(
+                f"training example {n} is {len(ids)} tokens, beyond max_seq_len {max_seq_len}"
+            )
         if start >= len(ids):
             raise RlboundError(f"training example {n} has no tokens to learn")
         seqs.append(ids)
@@ -99,7 +102,8 @@ def encode_examples(
 
 
 def lr_at(step: int, steps: int, warmup: int, min_ratio: float) -> float:
-    """Learning-rate multiplier: linear warm-up over ``warmup`` steps, then cosine to ``min_ratio``."""
+    """Learning-rate multiplier: linear warm-up over ``warmup`` steps, then cosine decay to
+    ``min_ratio`` at ``steps``."""
     if step < warmup:
         return (step + 1) / warmup
     progress_frac = (step - warmup) / max(1, steps - warmup)
@@ -139,7 +143,9 @@ def train_next_token(
     training state if ``save_state``).
     """
     if steps < 1 or batch_size < 1:
-        raise RlboundError(f"training needs steps >= 1 and batch_size >= 1 (got {steps}, {batch_size})")
+        raise RlboundError(
+            f"training needs steps >= 1 and batch_size >= 1 (got {steps}, {batch_size})"
+        )
     torch.manual_seed(seed)
     state = None
     label = None
@@ -151,13 +157,18 @@ def train_next_token(
         model = TinyLlama(model)
     tokenizer = tokenizer or CharTokenizer()
     if tokenizer.vocab_size != model.config.vocab_size:
-        raise RlboundError(f"tokenizer has {tokenizer.vocab_size} tokens, model {model.config.vocab_size}")
+        raise RlboundError(
+            f"tokenizer has {tokenizer.vocab_size} tokens, model {model.config.vocab_size}"
+        )
 
     ids, targets, lengths = encode_examples(examples, tokenizer, model.config.max_seq_len, add_eos)
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        [
+            {"params": decay, "weight_decay": weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ],
         lr=lr, betas=betas,
     )
     generator = torch.Generator().manual_seed(seed)
@@ -185,7 +196,9 @@ def train_next_token(
             for group in optimizer.param_groups:
                 group["lr"] = lr * lr_at(step, steps, warmup, min_lr_ratio)
             logits = model(x)
-            loss = F.cross_entropy(logits.view(-1, logits.shape[-1]), y.reshape(-1), ignore_index=IGNORE)
+            loss = F.cross_entropy(
+                logits.view(-1, logits.shape[-1]), y.reshape(-1), ignore_index=IGNORE
+            )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if grad_clip > 0:
@@ -249,7 +262,9 @@ def arithmetic_examples(difficulty: int, n: int, seed: int, offset: int = ARITH_
     return (kept + skipped * (n // max(1, len(skipped)) + 1))[:n] if skipped else kept
 
 
-def heldout_is_disjoint(examples: Sequence[tuple[str, str]], exclude_prompts: frozenset[str]) -> bool:
+def heldout_is_disjoint(
+    examples: Sequence[tuple[str, str]], exclude_prompts: frozenset[str]
+) -> bool:
     """Whether no example's question is one of ``exclude_prompts``."""
     from rlbound.tasks.templates import get_template
 
@@ -257,7 +272,9 @@ def heldout_is_disjoint(examples: Sequence[tuple[str, str]], exclude_prompts: fr
     return not any(p[len(prefix): len(p) - len(suffix)] in exclude_prompts for p, _ in examples)
 
 
-def arithmetic_accuracy(engine, problems, temperature: float, n_samples: int = 1, seed: int = 0) -> float:
+def arithmetic_accuracy(
+    engine, problems, temperature: float, n_samples: int = 1, seed: int = 0
+) -> float:
     """Mean correctness (pass@1) of ``engine`` on ``problems`` over ``n_samples`` samples each."""
     from rlbound.engines.base import SamplingParams, sample_seed
     from rlbound.tasks.templates import get_template
@@ -285,8 +302,8 @@ DEFAULT_ARITH_CONFIG = TinyConfig(d_model=128, n_layers=4, n_heads=4, d_ff=384, 
 def fit_arithmetic_model(
     out_dir: str | Path,
     difficulty: int = 3,
-    n_train: int = 50_000,
-    steps: int = 1500,
+    n_train: int = 30_000,
+    steps: int = 450,
     seed: int = 0,
     *,
     batch_size: int = 64,
@@ -304,11 +321,19 @@ def fit_arithmetic_model(
     saved config says so); accuracy is
     measured on ``arithmetic_task(n=eval_n, seed=seed, difficulty=difficulty)`` (offset 0),
     greedy and at temperature 1 (``eval_samples`` samples per problem). ``eval_n=0`` skips it.
+
+    The defaults (difficulty 3, 450 steps of 64 examples, the 0.9M-parameter
+    ``DEFAULT_ARITH_CONFIG``) train in about two minutes on two otherwise idle CPU cores; seed 0
+    reaches 56% greedy / 39% temperature-1 accuracy on 200 held-out problems. Accuracy is still
+    climbing steeply there, so it varies with the seed and data (35-55% greedy seen) and with
+    ``steps``. On a busy machine use one torch thread (see the engine module's note).
     """
     from rlbound.engines.tiny.engine import TinyEngine
     from rlbound.tasks.synthetic import arithmetic_problem, arithmetic_task
 
-    guard = frozenset(arithmetic_problem(seed, difficulty, i).prompt for i in range(ARITH_HELDOUT_GUARD))
+    guard = frozenset(
+        arithmetic_problem(seed, difficulty, i).prompt for i in range(ARITH_HELDOUT_GUARD)
+    )
     examples = arithmetic_examples(difficulty, n_train, seed, exclude_prompts=guard)
     disjoint = heldout_is_disjoint(examples, guard)
     config = config or DEFAULT_ARITH_CONFIG
@@ -328,6 +353,7 @@ def fit_arithmetic_model(
         "task": "arithmetic", "difficulty": difficulty, "n_train": n_train, "steps": steps,
         "seed": seed, "batch_size": batch_size, "lr": lr, "train_offset": ARITH_TRAIN_OFFSET,
         "final_loss": train.final_loss, "train_wall_s": round(wall, 1),
+        "torch_threads": torch.get_num_threads(),
         "heldout_accuracy": accuracy, "heldout": {"n": eval_n, "offset": 0, "seed": seed},
         "heldout_disjoint": disjoint,
     }
