@@ -23,6 +23,10 @@ import torch
 import rlbound.engines.hf  # noqa: F401  (registers "hf")
 from rlbound.engines.base import SamplingParams, load_engine
 from rlbound.errors import RlboundError
+from rlbound.tasks.base import load_task
+from rlbound.tasks.templates import get_template
+from rlbound.verify import verify_batch
+from tests.conftest import SHARED_DATA
 
 SPECIALS = ["<pad>", "<s>", "</s>", "<unk>"]
 CHARS = list(string.ascii_lowercase + string.digits + " .,:?!+-=\n")
@@ -348,7 +352,7 @@ def test_info(engine, tiny_dir):
 
 
 # ----------------------------------------------------------------------------- slow: real model
-GSM8K = Path(__file__).parents[2] / "shared" / "data" / "math" / "gsm8k_test.jsonl"
+GSM8K = SHARED_DATA / "math" / "gsm8k_test.jsonl"
 
 
 @pytest.mark.slow
@@ -366,8 +370,9 @@ def test_smollm2_gguf_on_gsm8k():
     loaded = time.perf_counter()
     assert eng.info().details["gguf_file"] == gguf.name
 
-    problems = [json.loads(line) for line in GSM8K.read_text().splitlines()[:5]]
-    prompts = [eng.chat_prompt(p["question"]) for p in problems]
+    task = load_task("file", path=str(GSM8K), limit=5)  # the real loader: "#### N" answers
+    assert [p.reference for p in task.problems] == ["18", "3", "70000", "540", "20"]
+    prompts = [get_template("chat").render(p.prompt, eng) for p in task.problems]
     ids = eng.encode_prompt(prompts[0])  # the template starts with the BOS; it is not doubled
     assert ids[0] == eng.bos_id and ids[1] != eng.bos_id
     out = eng.generate(prompts, SamplingParams(temperature=1.0, max_tokens=128),
@@ -379,6 +384,10 @@ def test_smollm2_gguf_on_gsm8k():
             assert s.text.strip() and s.finish_reason in ("stop", "length")
             assert all(math.isfinite(v) and v <= 0 for v in s.token_logprobs)
             assert all(math.isfinite(v) and v >= 0 for v in s.token_entropies)
+
+    verdicts = verify_batch("math", [p.reference for p in task.problems for _ in range(2)],
+                            [s.text for samples in out for s in samples])
+    assert all(v.status in ("ok", "no_answer") for v in verdicts)
 
     flat = [(prompts[i], s) for i, samples in enumerate(out) for s in samples]
     exact = eng.score_ids([eng.encode_prompt(p) for p, _ in flat[:2]], [s.token_ids for _, s in flat[:2]])
