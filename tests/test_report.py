@@ -32,7 +32,9 @@ def _run(label: str, p_correct: np.ndarray, seed: int, meta=None) -> RunSamples:
     correct = [rng.random(N) < p for p in p_correct]
     answers = [[("42" if ok else str(rng.integers(3))) if rng.random() > 0.1 else None for ok in row]
                for row in correct]
-    return RunSamples(label, ids, correct, answers, meta=meta or {})
+    statuses = [["no_answer" if a is None else "ok" for a in row] for row in answers]
+    statuses[0][0] = "timeout"  # one verifier timeout: 1 sample of N_PROBLEMS * N
+    return RunSamples(label, ids, correct, answers, statuses=statuses, meta=meta or {})
 
 
 @pytest.fixture
@@ -65,6 +67,8 @@ def test_write_report_files(tmp_path, runs):
     order = [text.index(h) for h in ("Summary", "pass@k curves", "Crossover", "Per-problem accuracy", "pass@k table")]
     assert order == sorted(order)
     assert "pass@64" in text and "maj@64" in text
+    no_answer = sum(s == "no_answer" for row in runs[0].statuses for s in row)
+    assert f"{no_answer / (N_PROBLEMS * N):.1%} / {1 / (N_PROBLEMS * N):.1%}" in text
 
     res = json.loads((out / "results.json").read_text())
     assert {"rlbound_version", "title", "settings", "runs", "crossovers"} <= set(res)
@@ -74,6 +78,7 @@ def test_write_report_files(tmp_path, runs):
     assert res["runs"][1]["engine"] == "hf" and res["runs"][1]["task"] is None
     assert [p["k"] for p in r0["pass_at_k"]] == [1, 2, 3, 4, 8, 16, 32, 64]
     assert r0["n_problems"] == N_PROBLEMS and r0["n_min"] == r0["n_max"] == N
+    assert sum(r0["verify_statuses"].values()) == N_PROBLEMS * N and r0["verify_statuses"]["timeout"] == 1
     assert len(r0["per_problem"]) == N_PROBLEMS
     n = np.array([p["n"] for p in r0["per_problem"]])
     c = np.array([p["c"] for p in r0["per_problem"]])

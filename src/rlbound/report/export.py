@@ -19,6 +19,7 @@ import csv
 import json
 import math
 import os
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -54,6 +55,8 @@ class RunSummary:
     curve: PassAtKCurve
     maj: MajAtK
     histogram: np.ndarray
+    verify_statuses: dict[str, int] = field(default_factory=dict)
+    """Samples per verifier status (ok, no_answer, timeout, error); timeouts count as wrong."""
 
     @property
     def k_max(self) -> int:
@@ -141,6 +144,7 @@ def build_report_data(
             summaries.append(RunSummary(
                 run.label, _meta_field(meta, "model"), _meta_field(meta, "engine"), _meta_field(meta, "task"),
                 meta, curve, maj, accuracy_histogram(run.n, run.c),
+                dict(Counter(status for statuses in run.statuses for status in statuses)),
             ))
             bar.advance()
         ref = runs[0]
@@ -189,6 +193,7 @@ def results_dict(data: ReportData) -> dict[str, Any]:
             "n_max": int(s.curve.n.max()),
             "pass_at_k": s.curve.to_dict()["points"],
             "maj_at_k": s.maj.to_dict(),
+            "verify_statuses": s.verify_statuses,
             "accuracy_histogram": {"bins": ACCURACY_BINS, "counts": s.histogram},
             "per_problem": [
                 {"problem_id": p, "n": int(n), "c": int(c)}

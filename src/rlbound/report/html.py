@@ -60,8 +60,18 @@ def _val(mean: float, lo: float | None = None, hi: float | None = None) -> str:
     return f'{mean:.3f} <span class="note">[{lo:.3f}, {hi:.3f}]</span>'
 
 
+def _status_share(statuses: dict[str, int]) -> str:
+    """Share of samples with no extracted answer and with a verifier timeout (both count as wrong)."""
+    total = sum(statuses.values())
+    if not total:
+        return "–"
+    no_answer, timeout = statuses.get("no_answer", 0), statuses.get("timeout", 0)
+    return f"{no_answer / total:.1%} / {timeout / total:.1%}"
+
+
 def _summary_table(data: ReportData) -> str:
-    head = ["run", "model", "engine", "task", "problems", "n", "pass@1", "pass@k (k max)", "maj@k (k max)"]
+    head = ["run", "model", "engine", "task", "problems", "n", "pass@1", "pass@k (k max)", "maj@k (k max)",
+            "no answer / verifier timeouts"]
     rows = []
     for i, s in enumerate(data.runs):
         cur = s.curve
@@ -75,7 +85,8 @@ def _summary_table(data: ReportData) -> str:
             f'<td class="l">{_e(s.task or "–")}</td><td>{cur.n_problems}</td>'
             f"<td>{n_lo if n_lo == n_hi else f'{n_lo}–{n_hi}'}</td>"
             f"<td>{_val(m1, lo1, hi1)}</td><td>pass@{k} = {_val(mk, lok, hik)}</td>"
-            f"<td>maj@{s.maj.k} = {_val(s.maj.mean, s.maj.lo, s.maj.hi)}</td></tr>"
+            f"<td>maj@{s.maj.k} = {_val(s.maj.mean, s.maj.lo, s.maj.hi)}</td>"
+            f"<td>{_status_share(s.verify_statuses)}</td></tr>"
         )
     ths = "".join(f'<th class="l">{h}</th>' if j < 4 else f"<th>{h}</th>" for j, h in enumerate(head))
     return f"<table><tr>{ths}</tr>{''.join(rows)}</table>"
