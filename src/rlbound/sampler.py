@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from rlbound.engines.base import Engine, SamplingParams, sample_seed
+from rlbound.engines.base import Engine, EngineInfo, SamplingParams, sample_seed
 from rlbound.progress import progress
 from rlbound.store import RunWriter
 from rlbound.tasks.base import Task
@@ -34,10 +34,9 @@ class SampleStats:
 
 
 def run_config(
-    task: Task, template: str, engine: Engine, params: SamplingParams, seed: int, verifier: Verifier
+    task: Task, template: str, info: EngineInfo, params: SamplingParams, seed: int, verifier: Verifier
 ) -> dict[str, Any]:
     """The settings that define a run; resuming requires them to be equal."""
-    info = engine.info()
     return {
         "task": {"name": task.name, "options": task.options, "problems": len(task)},
         "template": template,
@@ -66,8 +65,9 @@ def sample_run(
     """Fill run directory ``out`` with ``n`` verified samples per problem of ``task``."""
     template_name = template or task.template
     prompt_template = get_template(template_name)
-    writer = RunWriter(out, run_config(task, template_name, engine, params, seed, verifier), n, label)
-    writer.save_meta(engine_details=engine.info().details)
+    info = engine.info()
+    writer = RunWriter(out, run_config(task, template_name, info, params, seed, verifier), n, label)
+    writer.save_meta(engine_details=info.details)
     present = writer.existing_keys()
     todo = [
         (problem, [i for i in range(n) if (problem.id, i) not in present])
@@ -91,8 +91,10 @@ def sample_run(
                 cache, verify_timeout_s,
             )
             bar.advance(min(chunk_samples, len(pairs) - start))
-    stored = writer.existing_keys()
-    writer.save_meta(samples=len(stored), verify_timeouts=timeouts + writer.meta.get("verify_timeouts", 0))
+    writer.save_meta(
+        samples=len(present) + total,
+        verify_timeouts=timeouts + writer.meta.get("verify_timeouts", 0),
+    )
     return SampleStats(Path(out), total, already, timeouts)
 
 
