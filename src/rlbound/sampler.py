@@ -59,10 +59,17 @@ def sample_run(
     seed: int = 0,
     template: str | None = None,
     label: str | None = None,
-    chunk_samples: int = 512,
+    chunk_samples: int | None = None,
     verify_timeout_s: float = 5.0,
 ) -> SampleStats:
-    """Fill run directory ``out`` with ``n`` verified samples per problem of ``task``."""
+    """Fill run directory ``out`` with ``n`` verified samples per problem of ``task``.
+
+    Samples are generated, verified and written in chunks of ``chunk_samples`` (one Parquet shard
+    and one progress step each). By default a chunk is four engine batches (64 to 1024 samples),
+    so a slow engine still shows progress and loses little to an interruption.
+    """
+    if chunk_samples is None:
+        chunk_samples = min(1024, max(64, 4 * int(getattr(engine, "batch_size", 64))))
     template_name = template or task.template
     prompt_template = get_template(template_name)
     info = engine.info()
