@@ -24,7 +24,7 @@ from typing import Any, Union
 import numpy as np
 
 from rlbound.analysis.bootstrap import bootstrap_means, check_bootstrap_args, percentile_interval
-from rlbound.analysis.samples import RunSamples
+from rlbound.analysis.samples import RunSamples, match_problem_ids
 from rlbound.errors import RlboundError
 
 # Largest (problems × k) block evaluated at once; bounds memory for many problems × large n.
@@ -425,16 +425,7 @@ def crossover(
     check_bootstrap_args(n_boot, ci)
     la, ids_a, na, ca = _unpack(a)
     lb, ids_b, nb, cb = _unpack(b)
-    for label, ids in ((la, ids_a), (lb, ids_b)):
-        if len(set(ids)) != len(ids):
-            raise RlboundError(f"crossover: run {label!r} lists some problem id more than once")
-    pos_b = {p: i for i, p in enumerate(ids_b)}
-    common = [p for p in ids_a if p in pos_b]
-    if not common:
-        raise RlboundError(f"crossover: runs {la!r} and {lb!r} have no problem ids in common")
-    pos_a = {p: i for i, p in enumerate(ids_a)}
-    ia = np.array([pos_a[p] for p in common])
-    ib = np.array([pos_b[p] for p in common])
+    common, ia, ib = match_problem_ids(la, ids_a, lb, ids_b, "crossover")
     na, ca, nb, cb = na[ia], ca[ia], nb[ib], cb[ib]
     k_max = int(min(na.min(), nb.min()))
     if k_max < 1:

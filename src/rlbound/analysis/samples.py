@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from rlbound.errors import RlboundError
+
 
 @dataclass
 class RunSamples:
@@ -44,3 +46,26 @@ class RunSamples:
 
     def __len__(self) -> int:
         return len(self.problem_ids)
+
+
+def match_problem_ids(
+    label_a: str, ids_a: list, label_b: str, ids_b: list, what: str
+) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Match two runs' problems by ``str(id)``: (common ids in A's order, indices in A, in B).
+
+    Only the intersection counts. Raises :class:`RlboundError` (prefixed with ``what``) when a run
+    lists an id twice or the runs share no id. Every two-run analysis matches problems this way.
+    """
+    a = [str(p) for p in ids_a]
+    b = [str(p) for p in ids_b]
+    for label, ids in ((label_a, a), (label_b, b)):
+        if len(set(ids)) != len(ids):
+            raise RlboundError(f"{what}: run {label!r} lists some problem id more than once")
+    pos_b = {p: i for i, p in enumerate(b)}
+    common = [p for p in a if p in pos_b]
+    if not common:
+        raise RlboundError(f"{what}: runs {label_a!r} and {label_b!r} have no problem ids in common")
+    pos_a = {p: i for i, p in enumerate(a)}
+    ia = np.array([pos_a[p] for p in common], dtype=np.int64)
+    ib = np.array([pos_b[p] for p in common], dtype=np.int64)
+    return common, ia, ib

@@ -38,7 +38,7 @@ from rlbound.analysis.passk import (
     maj_at_k_run,
     pass_at_k_curve,
 )
-from rlbound.analysis.samples import RunSamples
+from rlbound.analysis.samples import RunSamples, match_problem_ids
 from rlbound.errors import RlboundError
 from rlbound.progress import progress
 
@@ -111,14 +111,8 @@ def _check_runs(runs: Sequence[RunSamples]) -> None:
 
 
 def _pass1_on_common(a: RunSamples, b: RunSamples) -> tuple[float, float]:
-    pos = {str(p): i for i, p in enumerate(b.problem_ids)}
-    pairs = [(i, pos[str(p)]) for i, p in enumerate(a.problem_ids) if str(p) in pos]
-    if not pairs:
-        raise RlboundError(f"crossover: runs {a.label!r} and {b.label!r} have no problem ids in common")
-    ia, ib = np.array(pairs).T
-    na, ca, nb, cb = a.n[ia], a.c[ia], b.n[ib], b.c[ib]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return float(np.mean(ca / na)), float(np.mean(cb / nb))
+    _, ia, ib = match_problem_ids(a.label, a.problem_ids, b.label, b.problem_ids, "crossover")
+    return float(np.mean(a.c[ia] / a.n[ia])), float(np.mean(b.c[ib] / b.n[ib]))
 
 
 def build_report_data(
