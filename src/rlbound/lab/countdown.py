@@ -40,6 +40,7 @@ __all__ = [
     "check_countdown",
     "count_countdown_solutions",
     "countdown_canonical",
+    "countdown_normal_form",
     "countdown_reference",
     "countdown_solutions",
     "countdown_trace",
@@ -314,36 +315,49 @@ def _factors(node: tuple, text: str) -> tuple[tuple, tuple]:
     return ((f"({text})",), ()) if node[1] == "s" else ((text,), ())
 
 
+def _join(x: tuple, xt: str, y: tuple, yt: str, op: str, value: int) -> tuple:
+    """The enumeration node of ``x op y`` (``op`` in ``+ - * /``) whose value is ``value``."""
+    if op in "+-":
+        (px, nx), (py, ny) = _terms(x, xt), _terms(y, yt)
+        return (value, "s", px + py, nx + ny) if op == "+" else (value, "s", px + ny, nx + py)
+    (px, nx), (py, ny) = _factors(x, xt), _factors(y, yt)
+    return (value, "p", px + py, nx + ny) if op == "*" else (value, "p", px + ny, nx + py)
+
+
 def _combine(x: tuple, xt: str, y: tuple, yt: str, want: int | None, out: dict) -> None:
     """Add every valid ``x op y`` / ``y op x`` to ``out`` (only those equal to ``want`` if set)."""
     vx, vy = x[0], y[0]
-    candidates = [("+", vx + vy), ("-", vx - vy), ("r-", vy - vx), ("*", vx * vy)]
+    candidates = [(False, "+", vx + vy), (False, "-", vx - vy), (True, "-", vy - vx), (False, "*", vx * vy)]
     if vy != 0 and vx % vy == 0:
-        candidates.append(("/", vx // vy))
+        candidates.append((False, "/", vx // vy))
     if vx != 0 and vy % vx == 0:
-        candidates.append(("r/", vy // vx))
-    for op, value in candidates:
+        candidates.append((True, "/", vy // vx))
+    for swap, op, value in candidates:
         if want is not None and value != want:
             continue
-        if op in ("+", "-", "r-"):
-            (px, nx), (py, ny) = _terms(x, xt), _terms(y, yt)
-            if op == "+":
-                node = (value, "s", px + py, nx + ny)
-            elif op == "-":
-                node = (value, "s", px + ny, nx + py)
-            else:
-                node = (value, "s", py + nx, ny + px)
-        else:
-            (px, nx), (py, ny) = _factors(x, xt), _factors(y, yt)
-            if op == "*":
-                node = (value, "p", px + py, nx + ny)
-            elif op == "/":
-                node = (value, "p", px + ny, nx + py)
-            else:
-                node = (value, "p", py + nx, ny + px)
+        node = _join(y, yt, x, xt, op, value) if swap else _join(x, xt, y, yt, op, value)
         text = _text(node)
         if text not in out:
             out[text] = node
+
+
+def countdown_normal_form(expression: str) -> str:
+    """The normal form of a valid expression: equal for the same solution up to reordering.
+
+    ``3*4+5``, ``5+(4*3)`` and ``5+4*3`` share one normal form; :func:`countdown_solutions`
+    lists normal forms. ValueError if ``expression`` is malformed or divides inexactly.
+    """
+
+    def walk(tree: Expr) -> tuple[tuple, str]:
+        if isinstance(tree, int):
+            return (tree, "n", (str(tree),), ()), str(tree)
+        op, left, right = tree
+        (x, xt), (y, yt) = walk(left), walk(right)
+        value = int(evaluate_expression((op, x[0], y[0])))
+        node = _join(x, xt, y, yt, op, value)
+        return node, _text(node)
+
+    return walk(parse_expression(expression))[1]
 
 
 def countdown_solutions(

@@ -38,10 +38,10 @@ from rlbound.report.plots import accuracy_histogram_png, passk_curves_png, png_d
 
 _CSS = """
 body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 2em auto;
-       max-width: 1100px; color: #222; line-height: 1.45; padding: 0 1em; }
+       max-width: 1400px; color: #222; line-height: 1.45; padding: 0 1em; }
 h1 { font-size: 1.5em; margin-bottom: 0.2em; } h2 { font-size: 1.15em; margin-top: 1.8em;
      border-bottom: 1px solid #ddd; padding-bottom: 0.2em; }
-table { border-collapse: collapse; font-size: 0.9em; margin: 0.5em 0; }
+table { border-collapse: collapse; font-size: 0.9em; margin: 0.5em 0; display: block; overflow-x: auto; max-width: 100%; }
 th, td { border: 1px solid #ddd; padding: 0.3em 0.6em; text-align: right; white-space: nowrap; }
 th { background: #f4f4f4; } td.l, th.l { text-align: left; }
 .note { color: #666; font-size: 0.85em; } .swatch { display: inline-block; width: 0.8em;
@@ -71,7 +71,7 @@ def _status_share(statuses: dict[str, int]) -> str:
 
 def _summary_table(data: ReportData) -> str:
     head = ["run", "model", "engine", "task", "problems", "n", "pass@1", "pass@k (k max)", "maj@k (k max)",
-            "no answer / verifier timeouts"]
+            "no answer / timeouts"]
     rows = []
     for i, s in enumerate(data.runs):
         cur = s.curve
