@@ -45,7 +45,13 @@ class Task:
 
 TaskFactory = Callable[..., Task]
 TASKS: Registry[TaskFactory] = Registry(
-    "task", lazy={"arithmetic": "rlbound.tasks.synthetic", "file": "rlbound.tasks.files"}
+    "task",
+    lazy={
+        "arithmetic": "rlbound.tasks.synthetic",
+        "file": "rlbound.tasks.files",
+        "countdown": "rlbound.lab.world",
+        "programs": "rlbound.lab.world",
+    },
 )
 register_task = TASKS.register
 

@@ -62,7 +62,12 @@ class Verifier(ABC):
 
 VerifierFactory = Callable[..., Verifier]
 VERIFIERS: Registry[VerifierFactory] = Registry(
-    "verifier", lazy={"math": "rlbound.verify.math", "exact": "rlbound.verify.exact"}
+    "verifier",
+    lazy={
+        "math": "rlbound.verify.math",
+        "exact": "rlbound.verify.exact",
+        "countdown": "rlbound.lab.countdown",
+    },
 )
 register_verifier = VERIFIERS.register
 
