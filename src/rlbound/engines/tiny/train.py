@@ -278,22 +278,17 @@ def arithmetic_accuracy(
     """Mean correctness (pass@1) of ``engine`` on ``problems`` over ``n_samples`` samples each."""
     from rlbound.engines.base import SamplingParams, sample_seed
     from rlbound.tasks.templates import get_template
-    from rlbound.verify.base import load_verifier
+    from rlbound.verify import verify_batch
 
-    verifier = load_verifier("exact")
     template = get_template("plain")
     params = SamplingParams(temperature=temperature, max_tokens=200)
     n_samples = 1 if temperature == 0 else n_samples
     prompts = [template.render(p.prompt) for p in problems]
     seeds = [[sample_seed(seed, p.id, j) for j in range(n_samples)] for p in problems]
     outputs = engine.generate(prompts, params, seeds)
-    correct = total = 0
-    for problem, samples in zip(problems, outputs):
-        for s in samples:
-            answer = verifier.extract(s.text)
-            correct += bool(answer is not None and verifier.equivalent(problem.reference, answer))
-            total += 1
-    return correct / total
+    references = [p.reference for p, samples in zip(problems, outputs) for _ in samples]
+    verdicts = verify_batch("exact", references, [s.text for samples in outputs for s in samples])
+    return sum(v.correct for v in verdicts) / len(verdicts)
 
 
 DEFAULT_ARITH_CONFIG = TinyConfig(d_model=128, n_layers=4, n_heads=4, d_ff=384, max_seq_len=256)
