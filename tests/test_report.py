@@ -10,7 +10,11 @@ import re
 import numpy as np
 import pytest
 
+from rlbound.analysis.coverage import coverage
+from rlbound.analysis.efficiency import sampling_efficiency_gap
+from rlbound.analysis.entropy import answer_entropy_run
 from rlbound.analysis.passk import ACCURACY_BINS, pass_at_k
+from rlbound.analysis.support import empirical_support
 from rlbound.analysis.samples import RunSamples
 from rlbound.errors import RlboundError
 from rlbound.progress import set_quiet
@@ -64,7 +68,8 @@ def test_write_report_files(tmp_path, runs):
     # labels escaped, metadata shown, sections present in order
     assert "rl &lt;GRPO&gt; &amp; co" in text and "rl <GRPO>" not in text
     assert "base-7B" in text and "org/base-7b" in text and "math500" in text and "vllm" in text
-    order = [text.index(h) for h in ("Summary", "pass@k curves", "Crossover", "Per-problem accuracy", "pass@k table")]
+    order = [text.index(h) for h in ("Summary", "pass@k curves", "Crossover", "Coverage and empirical support",
+                                     "Entropy and sampling efficiency", "Per-problem accuracy", "pass@k table")]
     assert order == sorted(order)
     assert "pass@64" in text and "maj@64" in text
     no_answer = sum(s == "no_answer" for row in runs[0].statuses for s in row)
@@ -98,6 +103,37 @@ def test_write_report_files(tmp_path, runs):
     assert cx["pass_at_1"]["a"] > cx["pass_at_1"]["b"] and cx["pass_at_k_max"]["b"] > cx["pass_at_k_max"]["a"]
     assert 1 < cx["k"] < N
 
+    # coverage / empirical support / ΔSE at the largest common k, reference = base
+    (sc,) = res["support_comparisons"]
+    assert sc["reference"] == "base-7B" and sc["run"] == "rl <GRPO> & co" and sc["k"] == N
+    sup = empirical_support(runs[0], runs[1], N, 0.05, n_boot=200)
+    es = sc["empirical_support"]
+    assert es["counts"] == {"P": sup.metrics.P, "S": sup.metrics.S, "E": sup.metrics.E, "O": sup.metrics.O}
+    assert sum(es["counts"].values()) == N_PROBLEMS and es["k"] == N and es["zeta"] == 0.05
+    assert es["epsilon"] == pytest.approx(np.log(20) / N)
+    assert es["metrics"]["srr"]["value"] == pytest.approx(sup.metrics.srr)
+    assert es["metrics"]["nscr"]["lo"] == pytest.approx(sup.lo["nscr"])
+    cov = coverage(runs[0], runs[1], N)
+    assert sc["coverage"]["counts"] == {"a_only": len(cov.a_only), "b_only": len(cov.b_only),
+                                        "both": len(cov.both), "neither": len(cov.neither)}
+    assert sc["coverage"]["counts"]["a_only"] == sup.metrics.S and sc["coverage"]["counts"]["both"] == sup.metrics.P
+    gap = sampling_efficiency_gap(runs[0], runs[1], N, n_boot=200)
+    dse = sc["sampling_efficiency_gap"]
+    assert dse["k_ref"] == N  # min(256, 64)
+    assert dse["delta_se"]["mean"] == pytest.approx(gap.delta, abs=1e-12)
+    assert dse["delta_se"]["lo"] == pytest.approx(gap.lo) and dse["delta_se"]["hi"] == pytest.approx(gap.hi)
+    m = sup.metrics
+    assert (f"preserved {m.P} of <b>base-7B</b>'s {m.P + m.S} solved problems, expanded to {m.E} new ones "
+            f"and lost {m.S}") in text
+    assert f"{gap.delta:.3f}" in text
+    ent = {e["label"]: e for e in res["entropy"]}
+    assert set(ent) == {"base-7B", "rl <GRPO> & co"}
+    for run in runs:
+        a = answer_entropy_run(run, n_boot=200)
+        assert ent[run.label]["answer_entropy"]["mean"] == pytest.approx(a.mean, abs=1e-12)
+        assert ent[run.label]["token_entropy"]["available"] is False  # the fixture records none
+    assert "not available" in text
+
     with open(out / "passk.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert list(rows[0]) == ["run", "k", "mean", "lo", "hi"]
@@ -118,6 +154,7 @@ def test_report_single_run_and_errors(tmp_path, runs):
     assert "<title>just base</title>" in text and "nothing to compare" in text
     res = json.loads((tmp_path / "results.json").read_text())
     assert res["crossovers"] == [] and res["runs"][0]["pass_at_k"][0]["lo"] is None
+    assert res["support_comparisons"] == [] and res["entropy"][0]["answer_entropy"]["lo"] is None
     with pytest.raises(RlboundError, match="k=65"):
         write_report(runs, tmp_path / "x", extra_ks=(65,), n_boot=0)
     with pytest.raises(RlboundError, match="unique"):
@@ -134,3 +171,25 @@ def test_passk_rows(runs):
     assert [r["k"] for r in rows if r["run"] == "base-7B"] == [1, 2, 4, 5, 8, 16, 32, 64]
     json.dumps(rows)  # CLI --json
     assert all(r["lo"] <= r["mean"] <= r["hi"] for r in rows)
+
+
+def test_report_support_at_common_k_and_token_entropy(tmp_path, runs):
+    base, rl = runs
+    # the RL run has only 32 samples per problem and records token entropies (one NaN)
+    rl32 = RunSamples(rl.label, rl.problem_ids, [c[:32] for c in rl.correct], [a[:32] for a in rl.answers],
+                      entropy_means=[np.full(32, 0.5 + i / 100) for i in range(N_PROBLEMS)])
+    rl32.entropy_means[0][0] = np.nan
+    page = write_report([base, rl32], tmp_path, n_boot=50)
+    res = json.loads((tmp_path / "results.json").read_text())
+    (sc,) = res["support_comparisons"]
+    assert sc["k"] == 32 and sc["sampling_efficiency_gap"]["k_ref"] == 32
+    sup = empirical_support(base, rl32, 32, n_boot=50)
+    assert sc["empirical_support"]["counts"] == {"P": sup.metrics.P, "S": sup.metrics.S,
+                                                 "E": sup.metrics.E, "O": sup.metrics.O}
+    gap = sampling_efficiency_gap(base, rl32, 32, n_boot=50)
+    assert sc["sampling_efficiency_gap"]["delta_se"]["mean"] == pytest.approx(gap.delta, abs=1e-12)
+    tok = res["entropy"][1]["token_entropy"]
+    assert tok["available"] is True and tok["n_samples_missing"] == 1
+    assert tok["mean"] == pytest.approx(np.mean([0.5 + i / 100 for i in range(N_PROBLEMS)]))
+    text = page.read_text()
+    assert f"{tok['mean']:.3f}" in text and "1 of 1600 samples had no token entropy" in text

@@ -2,11 +2,14 @@
 
 :func:`build_report_data` runs the analyses a report shows (pass@k curves with bands, maj@k at
 the largest k, per-problem accuracy histograms, the crossover of every run against the first
-run) and keeps them in one :class:`ReportData`, which the HTML page (``report/html.py``), the
+run, and per comparison the coverage, empirical support and sampling-efficiency gap at the
+largest common k; per run the answer and token entropy) and keeps them in one :class:`ReportData`, which the HTML page (``report/html.py``), the
 JSON export and the CSV tables all read, so they cannot disagree. :func:`passk_rows` gives the
 rows of the CLI's ``rlbound passk`` table.
 
-Files written here: ``results.json`` (every number, including per-problem n and c),
+Files written here: ``results.json`` (every number, including per-problem n and c; coverage,
+empirical support and ΔSE per comparison under ``support_comparisons``, answer and token entropy
+per run under ``entropy``),
 ``passk.csv`` (run,k,mean,lo,hi) and ``per_problem.csv`` (run,problem_id,n,c).
 
 What it does not do: no statistics of its own (those live in ``rlbound.analysis``), no reading
@@ -28,6 +31,9 @@ from typing import Any, Sequence
 import numpy as np
 
 from rlbound import __version__
+from rlbound.analysis.coverage import Coverage, coverage
+from rlbound.analysis.efficiency import DEFAULT_K_REF, SamplingEfficiencyGap, sampling_efficiency_gap
+from rlbound.analysis.entropy import AnswerEntropy, TokenEntropy, answer_entropy_run, token_entropy
 from rlbound.analysis.passk import (
     ACCURACY_BINS,
     Crossover,
@@ -39,6 +45,7 @@ from rlbound.analysis.passk import (
     pass_at_k_curve,
 )
 from rlbound.analysis.samples import RunSamples, match_problem_ids
+from rlbound.analysis.support import EmpiricalSupport, empirical_support
 from rlbound.errors import RlboundError
 from rlbound.progress import progress
 
@@ -57,6 +64,10 @@ class RunSummary:
     histogram: np.ndarray
     verify_statuses: dict[str, int] = field(default_factory=dict)
     """Samples per verifier status (ok, no_answer, timeout, error); timeouts count as wrong."""
+    answer_entropy: AnswerEntropy | None = None
+    """None when the run has no answers to measure (``answer_entropy_note`` says why)."""
+    answer_entropy_note: str = ""
+    token_entropy: TokenEntropy | None = None
 
     @property
     def k_max(self) -> int:
@@ -74,6 +85,16 @@ class ComparisonSummary:
     reference: str
     run: str
     result: Crossover
+    k_support: int | None = None
+    """Budget for coverage / support: the largest k both runs support (min n over common problems)."""
+    coverage: Coverage | None = None
+    """Coverage with A = the reference, B = the run, at ``k_support``."""
+    support: EmpiricalSupport | None = None
+    """Empirical support with base = the reference, RL = the run, at ``k_support`` (ζ = ``SUPPORT_ZETA``)."""
+    efficiency: SamplingEfficiencyGap | None = None
+    """ΔSE = pass@k_ref(reference) − pass@1(run), k_ref = min(256, ``k_support``)."""
+    note: str = ""
+    """Why coverage / support / ΔSE are missing, when they are."""
 
 
 @dataclass
@@ -115,6 +136,42 @@ def _pass1_on_common(a: RunSamples, b: RunSamples) -> tuple[float, float]:
     return float(np.mean(a.c[ia] / a.n[ia])), float(np.mean(b.c[ib] / b.n[ib]))
 
 
+SUPPORT_ZETA = 0.05
+"""Miss probability ζ for the empirical-support ε = ln(1/ζ)/k shown in the report."""
+
+
+def _common_k(a: RunSamples, b: RunSamples) -> int:
+    """The largest k both runs support: the smallest n over their common problems."""
+    _, ia, ib = match_problem_ids(a.label, a.problem_ids, b.label, b.problem_ids, "support")
+    return int(min(a.n[ia].min(), b.n[ib].min()))
+
+
+def _entropies(run: RunSamples, n_boot: int, ci: float, seed: int) -> tuple[AnswerEntropy | None, str, TokenEntropy]:
+    ans: AnswerEntropy | None = None
+    note = ""
+    if not run.answers or len(run.answers) != len(run.problem_ids):
+        note = "no extracted answers recorded for this run"
+    else:
+        try:
+            ans = answer_entropy_run(run, n_boot=n_boot, ci=ci, seed=seed)
+        except RlboundError as exc:
+            note = str(exc)
+    return ans, note, token_entropy(run, n_boot=n_boot, ci=ci, seed=seed)
+
+
+def _support_comparison(cmp: ComparisonSummary, ref: RunSamples, run: RunSamples,
+                        n_boot: int, ci: float, seed: int) -> None:
+    """Fill ``cmp``'s coverage, empirical support and ΔSE at the largest common k (reference = base)."""
+    k = _common_k(ref, run)
+    cmp.k_support = k
+    if k < 1:
+        cmp.note = "some common problem has no samples: coverage, support and ΔSE not computed"
+        return
+    cmp.coverage = coverage(ref, run, k)
+    cmp.support = empirical_support(ref, run, k, SUPPORT_ZETA, n_boot=n_boot, ci=ci, seed=seed)
+    cmp.efficiency = sampling_efficiency_gap(ref, run, min(DEFAULT_K_REF, k), n_boot=n_boot, ci=ci, seed=seed)
+
+
 def build_report_data(
     runs: Sequence[RunSamples],
     *,
@@ -135,10 +192,12 @@ def build_report_data(
             k_max = int(curve.ks[-1])
             maj = maj_at_k_run(run, k_max, n_boot=n_boot, ci=ci, seed=seed)
             meta = dict(run.meta or {})
+            ans, ans_note, tok = _entropies(run, n_boot, ci, seed)
             summaries.append(RunSummary(
                 run.label, _meta_field(meta, "model"), _meta_field(meta, "engine"), _meta_field(meta, "task"),
                 meta, curve, maj, accuracy_histogram(run.n, run.c),
                 dict(Counter(status for statuses in run.statuses for status in statuses)),
+                ans, ans_note, tok,
             ))
             bar.advance()
         ref = runs[0]
@@ -146,7 +205,9 @@ def build_report_data(
             p_ref, p_run = _pass1_on_common(ref, run)
             a, b = (ref, run) if p_ref >= p_run else (run, ref)
             result = crossover(a, b, n_boot=n_boot, ci=ci, seed=seed)
-            comparisons.append(ComparisonSummary(ref.label, run.label, result))
+            cmp = ComparisonSummary(ref.label, run.label, result)
+            _support_comparison(cmp, ref, run, n_boot, ci, seed)
+            comparisons.append(cmp)
             bar.advance()
     default_title = "rlbound report: " + " vs ".join(r.label for r in runs)
     return ReportData(title or default_title, summaries, comparisons, extra, int(n_boot), float(ci), int(seed))
@@ -195,6 +256,22 @@ def results_dict(data: ReportData) -> dict[str, Any]:
             ],
         })
     crossovers = [{"reference": cmp.reference, "run": cmp.run, **cmp.result.to_dict()} for cmp in data.comparisons]
+    entropy = [{
+        "label": s.label,
+        "answer_entropy": s.answer_entropy.to_dict() if s.answer_entropy is not None else None,
+        "answer_entropy_note": s.answer_entropy_note,
+        "token_entropy": s.token_entropy.to_dict() if s.token_entropy is not None else None,
+    } for s in data.runs]
+    support = [{
+        "reference": cmp.reference,
+        "run": cmp.run,
+        "k": cmp.k_support,
+        "k_definition": "largest k both runs support: smallest n over their common problems",
+        "coverage": cmp.coverage.to_dict() if cmp.coverage is not None else None,
+        "empirical_support": cmp.support.to_dict() if cmp.support is not None else None,
+        "sampling_efficiency_gap": cmp.efficiency.to_dict() if cmp.efficiency is not None else None,
+        "note": cmp.note,
+    } for cmp in data.comparisons]
     return _jsonable({
         "rlbound_version": __version__,
         "title": data.title,
@@ -203,6 +280,8 @@ def results_dict(data: ReportData) -> dict[str, Any]:
                      "bootstrap": "percentile, problems resampled with replacement"},
         "runs": runs,
         "crossovers": crossovers,
+        "entropy": entropy,
+        "support_comparisons": support,
     })
 
 

@@ -4,7 +4,9 @@
 ``report.html`` — a summary table first (per run: label, model/engine/task from ``run.meta``,
 problems, n, pass@1, pass@k at the largest k and maj@k, with bootstrap intervals), the pass@k
 curves with bands, a crossover statement for every run against the first (the reference, e.g.
-the base model), the per-problem accuracy histogram and the full pass@k table — next to
+the base model), coverage and empirical support (P/S/E/O, SRR, NDR, SDS, NSCR, ε) and entropy
+and sampling efficiency (answer / token entropy per run, ΔSE per comparison), the per-problem
+accuracy histogram and the full pass@k table — next to
 ``results.json``, ``passk.csv`` and ``per_problem.csv``.
 
 The page embeds its figures as base64 PNG and its CSS inline: no scripts, no external URLs, so it
@@ -109,6 +111,98 @@ def _crossover_section(data: ReportData) -> str:
     )
 
 
+def _opt(x: float | None) -> float:
+    return float("nan") if x is None else float(x)
+
+
+def _val_or_na(mean: float | None, lo: float | None = None, hi: float | None = None) -> str:
+    """Like :func:`_val`, but "n/a" for an undefined (None/NaN) value."""
+    if mean is None or not math.isfinite(mean):
+        return "n/a"
+    return _val(mean, _opt(lo), _opt(hi))
+
+
+def _support_section(data: ReportData) -> str:
+    if not data.comparisons:
+        return '<p class="note">Only one run: nothing to compare with.</p>'
+    head = ["run", "reference", "k", "problems", "P", "S", "E", "O", "SRR", "NDR", "SDS", "NSCR", "ε"]
+    rows, readings = [], []
+    for cmp in data.comparisons:
+        sup = cmp.support
+        if sup is None:
+            readings.append(f"<li><b>{_e(cmp.run)}</b> vs <b>{_e(cmp.reference)}</b>: {_e(cmp.note or 'not computed')}</li>")
+            continue
+        m = sup.metrics
+        metrics = "".join(f"<td>{_val_or_na(getattr(m, name), sup.lo.get(name), sup.hi.get(name))}</td>"
+                          for name in ("srr", "ndr", "sds", "nscr"))
+        rows.append(
+            f'<tr><td class="l">{_e(cmp.run)}</td><td class="l">{_e(cmp.reference)}</td><td>{sup.k}</td>'
+            f"<td>{sup.n_problems}</td><td>{m.P}</td><td>{m.S}</td><td>{m.E}</td><td>{m.O}</td>"
+            f"{metrics}<td>{sup.epsilon:.4f}</td></tr>"
+        )
+        readings.append(
+            f"<li>At k = {sup.k}, <b>{_e(cmp.run)}</b> preserved {m.P} of <b>{_e(cmp.reference)}</b>'s "
+            f"{m.P + m.S} solved problems, expanded to {m.E} new ones and lost {m.S} "
+            f"({m.O} of {sup.n_problems} common problems solved by neither).</li>"
+        )
+    ths = "".join(f'<th class="l">{h}</th>' if j < 2 else f"<th>{_e(h)}</th>" for j, h in enumerate(head))
+    table = f"<table><tr>{ths}</tr>{''.join(rows)}</table>" if rows else ""
+    zeta = next((c.support.zeta for c in data.comparisons if c.support is not None), None)
+    zeta_txt = f"ζ = {zeta:g}" if zeta is not None else "ζ"
+    return (
+        table + "<ul>" + "".join(readings) + "</ul>"
+        '<p class="note">A problem counts as solved at budget k when at least one of its first k samples '
+        "(by sample index) is correct; k is the largest budget both runs support (smallest n over their "
+        "common problems). P: both solve, S: only the reference solves (shrunk), E: only the run solves "
+        "(expanded), O: neither. SRR = P/(P+S), NDR = E/(P+E), SDS = their harmonic mean, "
+        "NSCR = (E−S)/(P+E+S); n/a where a denominator is 0 (Wu et al. 2025). "
+        f"ε = ln(1/ζ)/k with {_e(zeta_txt)}: a problem unsolved in k samples has a per-sample success "
+        "rate below about ε, with miss probability ζ — not that it is impossible. Intervals resample "
+        "common problems, the same resample for both runs.</p>"
+    )
+
+
+def _entropy_section(data: ReportData) -> str:
+    rows = []
+    for s in data.runs:
+        a = s.answer_entropy
+        ans = _val_or_na(a.mean, a.lo, a.hi) if a is not None else '<span class="note">not available</span>'
+        t = s.token_entropy
+        if t is not None and t.available:
+            tok = _val_or_na(t.mean, t.lo, t.hi)
+            if t.note:
+                tok += f' <span class="note">({_e(t.note)})</span>'
+        else:
+            tok = '<span class="note">not available</span>'
+        rows.append(f'<tr><td class="l">{_e(s.label)}</td><td>{ans}</td><td>{tok}</td></tr>')
+    parts = [
+        '<table><tr><th class="l">run</th><th>answer entropy (nats)</th><th>token entropy (nats)</th></tr>'
+        + "".join(rows) + "</table>",
+        '<p class="note">Answer entropy: per problem −Σ p ln p over the distinct extracted answers (all '
+        "unextracted answers share one bucket), averaged over problems. Token entropy: the engine's mean "
+        "per-token entropy per sample, averaged per problem, then over problems.</p>",
+    ]
+    gaps = []
+    for cmp in data.comparisons:
+        g = cmp.efficiency
+        if g is None:
+            continue
+        gaps.append(
+            f'<tr><td class="l">{_e(cmp.run)}</td><td class="l">{_e(cmp.reference)}</td><td>{g.k_ref}</td>'
+            f"<td>{g.n_problems}</td><td>{_val_or_na(g.base_pass_at_k_ref, g.base_lo, g.base_hi)}</td>"
+            f"<td>{_val_or_na(g.rl_pass_at_1, g.rl_lo, g.rl_hi)}</td><td>{_val_or_na(g.delta, g.lo, g.hi)}</td></tr>"
+        )
+    if gaps:
+        parts.append(
+            '<table><tr><th class="l">run</th><th class="l">reference</th><th>k_ref</th><th>problems</th>'
+            "<th>pass@k_ref (reference)</th><th>pass@1 (run)</th><th>ΔSE</th></tr>" + "".join(gaps) + "</table>"
+            '<p class="note">Sampling-efficiency gap ΔSE = pass@k_ref(reference) − pass@1(run) over common '
+            "problems (Yue et al. 2025), k_ref = min(256, largest k both runs support); intervals are a paired "
+            "bootstrap over problems.</p>"
+        )
+    return "".join(parts)
+
+
 def _histogram_table(data: ReportData) -> str:
     ths = "".join(f"<th>{_e(b)}</th>" for b in ACCURACY_BINS)
     rows = "".join(
@@ -151,6 +245,10 @@ Numbers in brackets are interval bounds. Machine-readable copies: results.json, 
 <img src="{png_data_uri(curves)}" alt="pass@k curves with bootstrap bands, log2 k axis">
 <h2>Crossover (each run vs {_e(data.runs[0].label)})</h2>
 {_crossover_section(data)}
+<h2>Coverage and empirical support (each run vs {_e(data.runs[0].label)})</h2>
+{_support_section(data)}
+<h2>Entropy and sampling efficiency</h2>
+{_entropy_section(data)}
 <h2>Per-problem accuracy</h2>
 <img src="{png_data_uri(hist)}" alt="histogram of per-problem accuracy">
 {_histogram_table(data)}
