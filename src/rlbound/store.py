@@ -16,7 +16,6 @@ through :func:`load_run` and never re-sample.
 from __future__ import annotations
 
 import json
-import os
 import platform
 import time
 import uuid
@@ -32,6 +31,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from rlbound.analysis.samples import RunSamples
+from rlbound.atomic import atomic_write, atomic_write_text
 from rlbound.errors import RlboundError
 
 RUN_FORMAT = 1
@@ -68,24 +68,6 @@ def package_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             continue
     return versions
-
-
-def _fsync_write(path: Path, write) -> None:
-    """Write via a temporary sibling, fsync, rename: readers see the old or the new file whole."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 def _describe(value: Any) -> str:
@@ -143,7 +125,7 @@ class RunWriter:
         self.meta.update(updates)
         self.meta["updated"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
         text = json.dumps(self.meta, indent=2, sort_keys=False) + "\n"
-        _fsync_write(self.path / RUN_FILE, lambda tmp: tmp.write_text(text))
+        atomic_write_text(self.path / RUN_FILE, text)
 
     def existing_keys(self) -> set[tuple[str, int]]:
         """The (problem_id, sample_idx) pairs already stored."""
@@ -155,7 +137,7 @@ class RunWriter:
         table = pa.Table.from_pylist(rows, schema=SAMPLE_SCHEMA)
         name = f"part-{time.time_ns():020d}-{uuid.uuid4().hex[:6]}.parquet"
         target = self.path / SHARD_DIR / name
-        _fsync_write(target, lambda tmp: pq.write_table(table, tmp, compression="zstd"))
+        atomic_write(target, lambda tmp: pq.write_table(table, tmp, compression="zstd"))
         return target
 
 

@@ -25,6 +25,7 @@ import shutil
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from rlbound.atomic import atomic_write_text
 from rlbound.engines.base import SamplingParams, load_engine
 from rlbound.errors import RlboundError
 from rlbound.report.html import write_report
@@ -75,7 +76,7 @@ def _check_settings(out: Path, config: StudyConfig) -> None:
             raise RlboundError(f"study '{out}' was made with other settings ({diff}); use another --out")
     else:
         out.mkdir(parents=True, exist_ok=True)
-        record.write_text(json.dumps(wanted, indent=2) + "\n")
+        atomic_write_text(record, json.dumps(wanted, indent=2) + "\n")
 
 
 def _build_model(target: Path, build) -> None:

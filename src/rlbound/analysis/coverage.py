@@ -28,13 +28,8 @@ from typing import Any
 import numpy as np
 
 from rlbound.analysis.bootstrap import bootstrap_means, check_bootstrap_args, percentile_interval
-from rlbound.analysis.samples import RunSamples, match_problem_ids
+from rlbound.analysis.samples import RunSamples, json_float, match_problem_ids
 from rlbound.errors import RlboundError
-
-
-def _num(x: Any) -> float | None:
-    """A JSON-safe float: None for NaN/inf."""
-    return None if x is None or not np.isfinite(x) else float(x)
 
 
 def _check_k(k: Any, what: str) -> int:
@@ -158,7 +153,7 @@ class CoverageCurve:
     def to_dict(self) -> dict[str, Any]:
         return {
             "label": self.label, "n_problems": len(self.problem_ids), "ci": self.ci, "n_boot": self.n_boot,
-            "points": [{"k": int(k), "mean": float(m), "lo": _num(lo), "hi": _num(hi)}
+            "points": [{"k": int(k), "mean": float(m), "lo": json_float(lo), "hi": json_float(hi)}
                        for k, m, lo, hi in zip(self.ks, self.mean, self.lo, self.hi)],
         }
 

@@ -21,9 +21,9 @@ from typing import Any
 import numpy as np
 
 from rlbound.analysis.bootstrap import bootstrap_means, check_bootstrap_args, percentile_interval
-from rlbound.analysis.coverage import _check_k, _num, match_problems
+from rlbound.analysis.coverage import _check_k, match_problems
 from rlbound.analysis.passk import pass_at_k
-from rlbound.analysis.samples import RunSamples
+from rlbound.analysis.samples import RunSamples, json_float
 from rlbound.errors import RlboundError
 
 DEFAULT_K_REF = 256
@@ -53,10 +53,10 @@ class SamplingEfficiencyGap:
     def to_dict(self) -> dict[str, Any]:
         return {"base": self.label_base, "rl": self.label_rl, "k_ref": self.k_ref,
                 "n_problems": self.n_problems,
-                "base_pass_at_k_ref": {"mean": self.base_pass_at_k_ref, "lo": _num(self.base_lo),
-                                       "hi": _num(self.base_hi)},
-                "rl_pass_at_1": {"mean": self.rl_pass_at_1, "lo": _num(self.rl_lo), "hi": _num(self.rl_hi)},
-                "delta_se": {"mean": self.delta, "lo": _num(self.lo), "hi": _num(self.hi)},
+                "base_pass_at_k_ref": {"mean": self.base_pass_at_k_ref, "lo": json_float(self.base_lo),
+                                       "hi": json_float(self.base_hi)},
+                "rl_pass_at_1": {"mean": self.rl_pass_at_1, "lo": json_float(self.rl_lo), "hi": json_float(self.rl_hi)},
+                "delta_se": {"mean": self.delta, "lo": json_float(self.lo), "hi": json_float(self.hi)},
                 "ci": self.ci, "n_boot": self.n_boot}
 
 

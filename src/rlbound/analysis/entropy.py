@@ -32,8 +32,7 @@ from typing import Any
 import numpy as np
 
 from rlbound.analysis.bootstrap import bootstrap_means, check_bootstrap_args, percentile_interval
-from rlbound.analysis.coverage import _num
-from rlbound.analysis.samples import RunSamples
+from rlbound.analysis.samples import RunSamples, json_float
 from rlbound.errors import RlboundError
 
 NA_BUCKET = "NA"
@@ -74,7 +73,7 @@ class AnswerEntropy:
 
     def to_dict(self) -> dict[str, Any]:
         return {"label": self.label, "unit": "nats", "n_problems": len(self.problem_ids),
-                "mean": _num(self.mean), "lo": _num(self.lo), "hi": _num(self.hi),
+                "mean": json_float(self.mean), "lo": json_float(self.lo), "hi": json_float(self.hi),
                 "ci": self.ci, "n_boot": self.n_boot}
 
 
@@ -128,7 +127,7 @@ class TokenEntropy:
 
     def to_dict(self) -> dict[str, Any]:
         return {"label": self.label, "unit": "nats", "available": self.available,
-                "mean": _num(self.mean), "lo": _num(self.lo), "hi": _num(self.hi),
+                "mean": json_float(self.mean), "lo": json_float(self.lo), "hi": json_float(self.hi),
                 "n_samples": self.n_samples, "n_samples_missing": self.n_samples_missing,
                 "n_problems_used": self.n_problems_used, "n_problems_missing": self.n_problems_missing,
                 "averaging": "per problem: mean over samples with a value; then mean over problems",

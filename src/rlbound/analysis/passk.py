@@ -24,7 +24,7 @@ from typing import Any, Union
 import numpy as np
 
 from rlbound.analysis.bootstrap import bootstrap_means, check_bootstrap_args, percentile_interval
-from rlbound.analysis.samples import RunSamples, match_problem_ids
+from rlbound.analysis.samples import RunSamples, json_float, match_problem_ids
 from rlbound.errors import RlboundError
 
 # Largest (problems × k) block evaluated at once; bounds memory for many problems × large n.
@@ -216,7 +216,7 @@ class PassAtKCurve:
             "ci": self.ci,
             "n_boot": self.n_boot,
             "points": [
-                {"k": int(k), "mean": float(m), "lo": _num(lo), "hi": _num(hi)}
+                {"k": int(k), "mean": float(m), "lo": json_float(lo), "hi": json_float(hi)}
                 for k, m, lo, hi in zip(self.ks, self.mean, self.lo, self.hi)
             ],
         }
@@ -278,7 +278,7 @@ class MajAtK:
         return len(self.problem_ids)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"k": self.k, "mean": self.mean, "lo": _num(self.lo), "hi": _num(self.hi), "ci": self.ci}
+        return {"k": self.k, "mean": self.mean, "lo": json_float(self.lo), "hi": json_float(self.hi), "ci": self.ci}
 
 
 def _vote(answers: Sequence[str | None], correct: Sequence[Any], k: int) -> bool:
@@ -468,5 +468,3 @@ def accuracy_histogram(n: Any, c: Any) -> np.ndarray:
     return np.bincount(idx, minlength=12)
 
 
-def _num(x: float) -> float | None:
-    return None if x is None or not np.isfinite(x) else float(x)

@@ -2,7 +2,9 @@
 
 :class:`RunSamples` is what the store hands to analyses and reports: per problem, the samples in
 ``sample_idx`` order with their correctness and extracted answers. It is a plain container; it
-does no I/O (the store builds it) and no statistics (the analysis modules do).
+does no I/O (the store builds it) and no statistics (the analysis modules do). Beside it live
+the two small helpers every analysis shares: matching two runs' problems by id, and turning a
+statistic into a JSON-safe float.
 """
 
 from __future__ import annotations
@@ -46,6 +48,11 @@ class RunSamples:
 
     def __len__(self) -> int:
         return len(self.problem_ids)
+
+
+def json_float(x: float | None) -> float | None:
+    """A statistic as a JSON value: a float, or None for a missing, NaN or infinite one."""
+    return None if x is None or not np.isfinite(x) else float(x)
 
 
 def match_problem_ids(

@@ -31,8 +31,8 @@ from typing import Any
 import numpy as np
 
 from rlbound.analysis.bootstrap import bootstrap_means, check_bootstrap_args, percentile_interval
-from rlbound.analysis.coverage import _check_k, _num, _subset, match_problems, solved_at_k
-from rlbound.analysis.samples import RunSamples
+from rlbound.analysis.coverage import _check_k, _subset, match_problems, solved_at_k
+from rlbound.analysis.samples import RunSamples, json_float
 from rlbound.errors import RlboundError
 
 METRICS = ("srr", "ndr", "sds", "nscr")
@@ -69,7 +69,7 @@ class SupportMetrics:
 
     def to_dict(self) -> dict[str, Any]:
         return {"P": self.P, "S": self.S, "E": self.E, "O": self.O,
-                **{m: _num(getattr(self, m)) for m in METRICS}}
+                **{m: json_float(getattr(self, m)) for m in METRICS}}
 
 
 def support_metrics(P: int, S: int, E: int, O: int) -> SupportMetrics:
@@ -119,9 +119,9 @@ class EmpiricalSupport:
             "base": self.label_base, "rl": self.label_rl, "k": self.k, "n_problems": self.n_problems,
             "zeta": self.zeta, "epsilon": self.epsilon,
             "counts": {"P": m.P, "S": m.S, "E": m.E, "O": m.O},
-            "metrics": {name: {"value": _num(getattr(m, name)), "lo": _num(self.lo.get(name)),
-                               "hi": _num(self.hi.get(name)),
-                               "undefined_frac": _num(self.undefined_frac.get(name))}
+            "metrics": {name: {"value": json_float(getattr(m, name)), "lo": json_float(self.lo.get(name)),
+                               "hi": json_float(self.hi.get(name)),
+                               "undefined_frac": json_float(self.undefined_frac.get(name))}
                         for name in METRICS},
             "ci": self.ci, "n_boot": self.n_boot,
             "problems": {"P": list(self.preserved), "S": list(self.shrunk),

@@ -21,7 +21,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -46,6 +45,7 @@ from rlbound.analysis.passk import (
 )
 from rlbound.analysis.samples import RunSamples, match_problem_ids
 from rlbound.analysis.support import EmpiricalSupport, empirical_support
+from rlbound.atomic import atomic_write_text
 from rlbound.errors import RlboundError
 from rlbound.progress import progress
 
@@ -285,15 +285,9 @@ def results_dict(data: ReportData) -> dict[str, Any]:
     })
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8", newline="")
-    os.replace(tmp, path)
-
-
 def write_results_json(data: ReportData, path: Path) -> Path:
     path = Path(path)
-    _atomic_write(path, json.dumps(results_dict(data), indent=1, allow_nan=False) + "\n")
+    atomic_write_text(path, json.dumps(results_dict(data), indent=1, allow_nan=False) + "\n")
     return path
 
 
@@ -322,8 +316,8 @@ def write_csvs(data: ReportData, out_dir: Path) -> list[Path]:
     per = [[s.label, p, int(n), int(c)]
            for s in data.runs for p, n, c in zip(s.curve.problem_ids, s.curve.n, s.curve.c)]
     paths = [out_dir / "passk.csv", out_dir / "per_problem.csv"]
-    _atomic_write(paths[0], _csv_text(["run", "k", "mean", "lo", "hi"], passk))
-    _atomic_write(paths[1], _csv_text(["run", "problem_id", "n", "c"], per))
+    atomic_write_text(paths[0], _csv_text(["run", "k", "mean", "lo", "hi"], passk))
+    atomic_write_text(paths[1], _csv_text(["run", "problem_id", "n", "c"], per))
     return paths
 
 

@@ -27,6 +27,7 @@ from typing import Sequence
 from rlbound import __version__
 from rlbound.analysis.passk import ACCURACY_BINS
 from rlbound.analysis.samples import RunSamples
+from rlbound.atomic import atomic_write_text
 from rlbound.report.export import (  # passk_rows re-exported: the CLI's `rlbound passk` table
     ReportData,
     build_report_data,
@@ -278,8 +279,4 @@ def write_report(
     data = build_report_data(runs, extra_ks=extra_ks, title=title, n_boot=n_boot, ci=ci, seed=seed)
     write_results_json(data, out / "results.json")
     write_csvs(data, out)
-    page = out / "report.html"
-    tmp = page.with_name(f".{page.name}.tmp{os.getpid()}")
-    tmp.write_text(render_html(data), encoding="utf-8")
-    os.replace(tmp, page)
-    return page
+    return atomic_write_text(out / "report.html", render_html(data))
