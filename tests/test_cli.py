@@ -26,10 +26,10 @@ def assert_one_line_error(result, *fragments):
         assert fragment in lines[0]
 
 
-def test_help_points_newcomers_to_the_study():
+def test_help_points_newcomers_to_the_lab():
     result = rlbound("--help")
     assert result.returncode == 0
-    assert "rlbound study" in result.stdout and "sample" in result.stdout
+    assert "rlbound lab run" in result.stdout and "sample" in result.stdout
 
 
 def test_missing_tasks_file(tmp_path):

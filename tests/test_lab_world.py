@@ -88,7 +88,8 @@ def test_tasks_registered_under_their_names():
     assert VERIFIERS.get("countdown") is CountdownVerifier
     task = countdown_task(n=2)
     assert (task.name, task.verifier, task.template) == ("countdown", "countdown", "plain")
-    assert task.options == {"n": 2, "seed": 0, "difficulty": 2, "split": "test", "offset": 0}
+    assert task.options == {"n": 2, "seed": 0, "difficulty": 2, "split": "test", "offset": 0,
+                            "shape": None}
     assert programs_task(n=2).verifier == "exact"
 
 

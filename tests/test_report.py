@@ -17,17 +17,12 @@ from rlbound.analysis.passk import ACCURACY_BINS, pass_at_k
 from rlbound.analysis.support import empirical_support
 from rlbound.analysis.samples import RunSamples
 from rlbound.errors import RlboundError
-from rlbound.progress import set_quiet
 from rlbound.report.html import passk_rows, write_report
 
 N_PROBLEMS, N = 50, 64
 
 
-@pytest.fixture(autouse=True)
-def _quiet():
-    set_quiet(True)
-    yield
-    set_quiet(False)
+pytestmark = pytest.mark.usefixtures("quiet")
 
 
 def _run(label: str, p_correct: np.ndarray, seed: int, meta=None) -> RunSamples:

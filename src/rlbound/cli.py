@@ -20,7 +20,7 @@ app = typer.Typer(
     help=(
         "rlbound: did RL give your model new reasoning, or only sharpen what the base model "
         "could already sample?\n\n"
-        "Start with `rlbound study --out runs/study` (a small built-in study on CPU, no downloads),\n"
+        "Start with `rlbound lab run` (the whole boundary study on a CPU, no downloads),\n"
         "then `rlbound sample` your own models on a benchmark file and `rlbound report` them."
     ),
     no_args_is_help=True,
@@ -169,8 +169,169 @@ def report(
     """Write report.html (pass@k curves with bands, histograms, tables), results.json and CSV."""
     from rlbound.report.html import write_report
 
-    path = write_report(_load_runs(runs), out, extra_ks=tuple(k), title=title)
+    from rlbound.store import load_run
+
+    scores = [s for r in runs for s in load_run(r).scores]  # perplexity files from `rlbound score`
+    path = write_report(_load_runs(runs), out, extra_ks=tuple(k), title=title, perplexity=scores)
+    for warning in json.loads((Path(path).parent / "results.json").read_text()).get("warnings", []):
+        typer.echo(f"warning: {warning['message']}")
     typer.echo(f"report: {path}")
+
+
+@app.command()
+def score(
+    run: Path = typer.Argument(..., help="Run directory whose samples to score."),
+    scorer: str = typer.Option(..., "--scorer", "-s", help="Scoring model (directory, .gguf file or hub name)."),
+    engine: str = typer.Option("hf", "--engine", "-e", help="Engine of the scoring model: tiny, hf."),
+    label: Optional[str] = typer.Option(None, help="Name of the score file (default: the scorer's model name)."),
+    batch_size: Optional[int] = typer.Option(None, help="Rows scored together by the engine."),
+    device: str = typer.Option("cpu", help="Torch device for the tiny and hf engines."),
+) -> None:
+    """Perplexity of RUN's completions under another model: RUN/scores/<label>.parquet.
+
+    PPL = exp(-mean token log P(y_t | x, y_<t)) per sample, the prompt rendered as when RUN was
+    sampled. Resumable; `rlbound report` shows the distributions of the runs' score files.
+    """
+    from rlbound.engines.base import load_engine
+    from rlbound.scoring import score_run
+    from rlbound.store import read_meta
+
+    read_meta(run)  # a missing run is reported before a model is loaded
+    options = {"device": device, **({"batch_size": batch_size} if batch_size else {})}
+    stats = score_run(run, load_engine(engine, scorer, **options), label=label)
+    typer.echo(f"{stats.path}: {stats.scored} samples scored, {stats.already_present} already present")
+
+
+def _floats(text: str, what: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise RlboundError(f"{what} must be numbers separated by commas, e.g. 0.6,0.8,1.0; got {text!r}") from None
+
+
+@app.command("match-temperature")
+def match_temperature_cmd(
+    model: str = typer.Option(..., "--model", "-m", help="Model B, re-sampled at each temperature."),
+    reference: Path = typer.Option(..., "--reference", "-r", help="Run A whose token entropy B should match."),
+    out: Path = typer.Option(..., "--out", "-o", help="Directory for the runs per temperature and the result json."),
+    engine: str = typer.Option("hf", "--engine", "-e", help="Engine of model B: tiny, hf."),
+    temperatures: str = typer.Option("0.6,0.8,1.0,1.2,1.4", help="Temperatures to sample B at, comma-separated."),
+    problems: int = typer.Option(20, help="Problems of run A to re-sample (a seeded random subset)."),
+    n: int = typer.Option(8, "--n", "-n", help="Samples per problem and temperature."),
+    seed: int = typer.Option(0, help="Seed of the subset and of the samples."),
+    reference_model: Optional[str] = typer.Option(None, help="Model A: re-measure A's entropy as B's is measured."),
+    reference_engine: Optional[str] = typer.Option(None, help="Engine of model A (default: --engine)."),
+    batch_size: Optional[int] = typer.Option(None, help="Rows decoded together by the engine."),
+    device: str = typer.Option("cpu", help="Torch device for the tiny and hf engines."),
+) -> None:
+    """The temperature at which model B's token entropy matches run A's (re-sampling a subset)."""
+    from rlbound.engines.base import load_engine
+    from rlbound.store import read_meta
+    from rlbound.temperature_match import RESULT_FILE, run_temperature_match
+
+    temps = _floats(temperatures, "--temperatures")
+    read_meta(reference)
+    options = {"device": device, **({"batch_size": batch_size} if batch_size else {})}
+    ref_engine = load_engine(reference_engine or engine, reference_model, **options) if reference_model else None
+    result = run_temperature_match(load_engine(engine, model, **options), reference, temps, out,
+                                   problems=problems, n=n, seed=seed, reference_engine=ref_engine)
+    for t, ent, _ in result.points:
+        typer.echo(f"T={t:g}: token entropy {ent.mean:.4f} [{ent.lo:.4f}, {ent.hi:.4f}]")
+    m = result.match
+    typer.echo(f"target ({result.reference}): {result.target.mean:.4f} [{result.target.lo:.4f}, {result.target.hi:.4f}]")
+    found = f"matched temperature: {m.temperature:.3f}" if m.bracketed else f"not matched: {m.note}"
+    typer.echo(found + f" ({out / RESULT_FILE})")
+    for note in result.notes:
+        typer.echo(f"note: {note}")
+
+
+@app.command()
+def patterns(
+    runs: List[Path] = typer.Argument(..., help="Run directories."),
+    markers: Optional[Path] = typer.Option(
+        None, help='JSON file {"phrases": {category: [...]}, "lines": {category: [...]}} replacing the default markers.'
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable JSON on stdout."),
+) -> None:
+    """Reasoning-pattern markers (reflection, transition, backtracking) per 1k completion tokens."""
+    from rlbound.analysis.patterns import DEFAULT_MARKERS, load_markers, reasoning_patterns_run
+
+    marker_list = load_markers(markers) if markers else DEFAULT_MARKERS
+    results = [reasoning_patterns_run(r, markers=marker_list) for r in _load_runs(runs)]
+    if as_json:
+        typer.echo(json.dumps([r.to_dict() for r in results], indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    cats = list(dict.fromkeys(c for r in results for c in r.categories))
+    table = Table(title="markers per 1k completion tokens (95% bootstrap CI over problems)")
+    for col in ["run", *cats, "samples", "tokens"]:
+        table.add_column(col, justify="left" if col == "run" else "right")
+    for r in results:
+        if not r.available:
+            table.add_row(r.label, *(["n/a"] * len(cats)), str(r.n_samples), "–")
+            continue
+        cells = []
+        for c in cats:
+            mean, lo, hi = r.rate(c)
+            cells.append(f"{mean:.2f} [{lo:.2f}, {hi:.2f}]")
+        table.add_row(r.label, *cells, str(r.n_samples), str(r.n_tokens))
+    Console().print(table)
+    for r in results:
+        if not r.available:
+            typer.echo(f"{r.label}: {r.note}")
+
+
+@app.command()
+def probe(
+    task: str = typer.Option(..., "--task", "-t", help="Task name (`rlbound list`) or a JSONL/JSON/Parquet file."),
+    model: str = typer.Option(..., "--model", "-m", help="Model directory, .gguf file or hub name."),
+    out: Path = typer.Option(..., "--out", "-o", help="Directory for probe.json (replaced if present)."),
+    engine: str = typer.Option("hf", "--engine", "-e", help="Engine: tiny, hf."),
+    percent: List[float] = typer.Option([], "--percent", "-p", help="Share of each problem's words given (repeatable; default 40, 60, 80)."),
+    max_tokens: int = typer.Option(512, help="Maximum new tokens per continuation."),
+    template: str = typer.Option("raw", help="Prompt template around the cut text (default raw: plain continuation)."),
+    verifier: Optional[str] = typer.Option(None, help="Verifier for answer accuracy (default: the task's)."),
+    task_option: List[str] = typer.Option([], "--task-option", "-O", help="KEY=VALUE for the task (repeatable)."),
+    batch_size: Optional[int] = typer.Option(None, help="Rows decoded together by the engine."),
+    device: str = typer.Option("cpu", help="Torch device for the tiny and hf engines."),
+    verify_timeout: float = typer.Option(5.0, help="Hard limit in seconds per verification."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+) -> None:
+    """Contamination probe: greedy continuation of the first 40/60/80 % of each problem's words.
+
+    Reports exact match and ROUGE-L F1 of the continuation against the rest of the problem, and
+    the answer accuracy of that continuation; writes OUT/probe.json.
+    """
+    from rlbound.analysis.contamination import DEFAULT_PERCENTS
+    from rlbound.engines.base import load_engine
+    from rlbound.probe import run_probe, write_probe
+    from rlbound.verify.base import load_verifier
+
+    the_task = _build_task(task, _task_options(task_option))
+    the_verifier = load_verifier(verifier or the_task.verifier)
+    options = {"device": device, **({"batch_size": batch_size} if batch_size else {})}
+    result = run_probe(the_task, load_engine(engine, model, **options), the_verifier,
+                       percents=tuple(percent) or DEFAULT_PERCENTS, max_tokens=max_tokens, template=template,
+                       verify_timeout_s=verify_timeout)
+    path = write_probe(result, out)
+    if as_json:
+        typer.echo(json.dumps([s.to_dict() for s in result.shares], indent=2))
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title="contamination probe (greedy; 95% bootstrap CI over problems)")
+        for col in ("prompt share", "problems", "exact match", "ROUGE-L F1", "answer accuracy"):
+            table.add_column(col, justify="right")
+        for s in result.shares:
+            table.add_row(f"{s.percent:g} %", str(s.n_problems),
+                          *(f"{m:.3f} [{lo:.3f}, {hi:.3f}]" for m, lo, hi in (s.exact_match, s.rouge_l, s.answer_accuracy)))
+        Console().print(table)
+    if result.skipped:
+        typer.echo(f"skipped {len(result.skipped)} problem(s) of fewer than two words")
+    typer.echo(f"probe: {path}")
 
 
 @app.command("fit-tiny")
@@ -188,16 +349,40 @@ def fit_tiny(
     typer.echo(f"model: {out} (trained in {fit.wall_s:.0f} s; held-out pass@1: {accuracy})")
 
 
-@app.command()
-def study(
-    out: Path = typer.Option(Path("runs/study"), "--out", "-o", help="Study directory (resumable)."),
-    quick: bool = typer.Option(False, help="A smaller study (for tests and a first look)."),
-) -> None:
-    """The built-in study: a base model, a self-trained (sharpened) one, pass@k of both, a report."""
-    from rlbound.study import run_study
+lab_app = typer.Typer(
+    help="The lab: a reasoning world small enough to pretrain, train and measure on a CPU in minutes.",
+    no_args_is_help=True,
+)
+app.add_typer(lab_app, name="lab")
 
-    path = run_study(out, quick=quick)
-    typer.echo(f"report: {path}")
+
+@lab_app.command("run")
+def lab_run(
+    preset: str = typer.Option("default", "--preset", "-p", help="quick (~3 min), default (~15 min) or full."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML file overriding the preset's knobs (see `rlbound lab config`)."),
+    out: Path = typer.Option(Path("runs/lab"), "--out", "-o", help="Lab directory; stages already built there are reused."),
+) -> None:
+    """Build the world, pretrain base and teacher, distil, self-train, sample every model, report."""
+    from rlbound.lab.config import load_config
+    from rlbound.lab.pipeline import run_lab
+
+    result = run_lab(out, load_config(preset, config), preset_name=preset)
+    for row in result.summary:
+        k = row["k"]
+        typer.echo(f"{row['family']:<10} {row['model']:<13} pass@1 {row['pass@1']:.3f}  "
+                   f"pass@{k} {row[f'pass@{k}']:.3f}")
+    for family, path in result.reports.items():
+        typer.echo(f"report ({family}): {path}")
+
+
+@lab_app.command("config")
+def lab_config(
+    preset: str = typer.Option("default", "--preset", "-p", help="The preset whose knobs to print."),
+) -> None:
+    """Print the preset's configuration as a commented TOML file to copy and edit."""
+    from rlbound.lab.config import config_toml, preset as get_preset
+
+    typer.echo(config_toml(get_preset(preset), f"rlbound lab configuration: preset {preset!r}"), nl=False)
 
 
 @app.command("list")

@@ -43,6 +43,12 @@ def is_quiet() -> bool:
     return _QUIET
 
 
+def note(text: str) -> None:
+    """Print a status line (rich markup) on stderr, unless quiet."""
+    if not _QUIET:
+        _console.print(text)
+
+
 class _RateColumn(ProgressColumn):
     def __init__(self, unit: str):
         super().__init__()

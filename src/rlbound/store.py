@@ -5,6 +5,8 @@ Layout::
     RUN/
       run.json                 task, model, engine, sampling parameters, seed, verifier, versions
       samples/part-*.parquet   one row per (problem_id, sample_idx), written atomically
+      scores/<label>.parquet   optional, by `rlbound score`: each sample's mean token log-prob and
+      scores/<label>.json      PPL under one scoring model, and that scorer's identity
 
 Shards are written to a temporary file, fsynced and renamed into place, so a killed run leaves
 only whole shards. A run is keyed by (problem_id, sample_idx): reopening a run directory with the
@@ -30,6 +32,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from rlbound.analysis.perplexity import SampleScores
 from rlbound.analysis.samples import RunSamples
 from rlbound.atomic import atomic_write, atomic_write_text
 from rlbound.errors import RlboundError
@@ -54,6 +57,18 @@ SAMPLE_SCHEMA = pa.schema(
         ("verify_status", pa.string()),
     ]
 )
+
+SCORE_DIR = "scores"
+SCORE_SCHEMA = pa.schema(
+    [
+        ("problem_id", pa.string()),
+        ("sample_idx", pa.int32()),
+        ("n_tokens", pa.int32()),
+        ("mean_logprob", pa.float64()),
+        ("ppl", pa.float64()),
+    ]
+)
+"""Rows of ``scores/<label>.parquet`` (written by :mod:`rlbound.scoring`)."""
 
 # Fields of run.json's "config" that must match for a run to be resumed or extended.
 CONFIG_FIELDS = ("task", "template", "engine", "model", "sampling", "seed", "verifier")
@@ -199,6 +214,7 @@ class Run:
         entropy = table.column("entropy_mean").to_numpy(zero_copy_only=False).astype(float)
         answers = table.column("answer").to_pylist()
         statuses = table.column("verify_status").to_pylist()
+        texts = table.column("completion").to_pylist()
         order: dict[str, list[int]] = {}
         for i, pid in enumerate(pids):
             if keep[i]:
@@ -213,7 +229,43 @@ class Run:
             entropy_means=[entropy[order[p]] for p in ids],
             statuses=[[statuses[i] for i in order[p]] for p in ids],
             meta=self.meta,
+            texts=[[texts[i] or "" for i in order[p]] for p in ids],
         )
+
+    @cached_property
+    def scores(self) -> list[SampleScores]:
+        """The run's samples scored by other models (``rlbound score``), one entry per score file."""
+        return read_scores(self.path, self.label)
+
+
+def read_scores(path: str | Path, run_label: str) -> list[SampleScores]:
+    """Every complete score file of a run (``scores/<label>.parquet``), sorted by label, grouped
+    per problem (problems sorted by id, samples by index); its ``.json`` becomes ``scorer``."""
+    score_dir = Path(path) / SCORE_DIR
+    found = []
+    for file in sorted(score_dir.glob("*.parquet")) if score_dir.is_dir() else []:
+        if file.name.startswith("."):
+            continue
+        info_path = file.with_suffix(".json")
+        try:
+            info = json.loads(info_path.read_text()) if info_path.is_file() else {}
+        except json.JSONDecodeError as exc:
+            raise RlboundError(f"run '{path}': {info_path.name} is not valid JSON ({exc.msg})") from None
+        table = pq.read_table(file).sort_by([("problem_id", "ascending"), ("sample_idx", "ascending")])
+        pids = table.column("problem_id").to_pylist()
+        cols = {c: table.column(c).to_numpy(zero_copy_only=False) for c in ("sample_idx", "n_tokens", "mean_logprob")}
+        order: dict[str, list[int]] = {}
+        for i, pid in enumerate(pids):
+            order.setdefault(pid, []).append(i)
+        ids = list(order)
+        found.append(SampleScores(
+            run_label=run_label, scorer_label=file.stem, problem_ids=ids,
+            mean_logprobs=[cols["mean_logprob"][order[p]].astype(float) for p in ids],
+            n_tokens=[cols["n_tokens"][order[p]] for p in ids],
+            sample_idx=[cols["sample_idx"][order[p]] for p in ids],
+            scorer=info,
+        ))
+    return found
 
 
 def load_run(path: str | Path, label: str | None = None) -> Run:

@@ -15,6 +15,11 @@ Learning Really Incentivize Reasoning Capacity in LLMs Beyond the Base Model?"; 
   with none are excluded and counted), with a bootstrap band over those problems. So every problem
   weighs the same whatever its number of samples or tokens. When no value is available at all
   the result says so (``available=False``, mean NaN) instead of raising.
+- :func:`match_temperature` — given a model's token entropy measured at a few temperatures and a
+  target entropy (another model's), the temperature at which the first reaches the target, by
+  monotone piecewise-linear interpolation; "not bracketed" when the target is outside the
+  measured range. Which entropy is measured is the caller's choice (``rlbound.temperature_match``
+  uses the entropy of the tempered sampling distribution).
 
 What it does not do: no I/O, no plotting; it does not compute token entropies from logits (the
 engine does), does not canonicalise answers (the verifier/extractor does: "1/2" and "0.5" are two
@@ -167,3 +172,93 @@ def token_entropy(run: RunSamples, *, n_boot: int = 1000, ci: float = 0.95, seed
         note = f"{n_missing} of {n_samples} samples had no token entropy and were excluded"
     return TokenEntropy(run.label, True, float(vals.mean()), lo, hi, per, ids, n_samples, n_missing, n_used,
                         len(ids) - n_used, ci, int(n_boot), note)
+
+
+# --------------------------------------------------------------------------- temperature matching
+
+
+@dataclass
+class TemperatureMatch:
+    """The temperature at which a model's token entropy reaches ``target`` (see :func:`match_temperature`).
+
+    ``temperatures`` ascend; ``entropies`` are the measured values there and ``fitted`` their
+    non-decreasing (isotonic) fit, which equals ``entropies`` when ``monotone``. ``temperature`` is
+    None when the target is outside the fitted range (``bracketed`` False; ``side`` is "below"
+    when even the lowest temperature gives more entropy than the target, "above" when even the
+    highest gives less).
+    """
+
+    target: float
+    temperatures: np.ndarray
+    entropies: np.ndarray
+    fitted: np.ndarray
+    temperature: float | None
+    bracketed: bool
+    monotone: bool
+    side: str = ""
+    note: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"target_entropy": json_float(self.target), "temperature": json_float(self.temperature),
+                "bracketed": self.bracketed, "side": self.side, "monotone": self.monotone,
+                "points": [{"temperature": float(t), "entropy": json_float(e), "fitted": json_float(f)}
+                           for t, e, f in zip(self.temperatures, self.entropies, self.fitted)],
+                "method": "piecewise-linear interpolation of the non-decreasing (isotonic) fit of "
+                          "entropy against temperature; the lowest temperature reaching the target",
+                "note": self.note}
+
+
+def _isotonic_increasing(y: np.ndarray) -> np.ndarray:
+    """Least-squares non-decreasing fit of ``y`` (pool adjacent violators, equal weights)."""
+    blocks: list[list[float]] = []  # [sum, count]
+    for v in y:
+        blocks.append([float(v), 1.0])
+        while len(blocks) > 1 and blocks[-2][0] / blocks[-2][1] > blocks[-1][0] / blocks[-1][1]:
+            s, c = blocks.pop()
+            blocks[-1][0] += s
+            blocks[-1][1] += c
+    return np.concatenate([np.full(int(c), s / c) for s, c in blocks])
+
+
+def match_temperature(
+    temperatures: Sequence[float], entropies: Sequence[float], target: float
+) -> TemperatureMatch:
+    """The temperature at which token entropy, measured at ``temperatures``, reaches ``target``.
+
+    Entropy is taken to rise with temperature (the entropy of softmax(z/T) never decreases in T).
+    Points are sorted by temperature; where the measurements dip (sampling noise) they are
+    replaced by their isotonic fit, and the note says so. The answer is the lowest temperature at
+    which the piecewise-linear fit reaches ``target``; outside the fitted range there is no
+    answer (``bracketed`` False) rather than an extrapolation.
+    """
+    t = np.asarray(temperatures, dtype=np.float64).reshape(-1)
+    e = np.asarray(entropies, dtype=np.float64).reshape(-1)
+    if t.size != e.size:
+        raise RlboundError(f"temperature match: {t.size} temperatures but {e.size} entropies")
+    if t.size < 2:
+        raise RlboundError("temperature match: give at least two temperatures")
+    if not (np.all(np.isfinite(t)) and np.all(t > 0)):
+        raise RlboundError("temperature match: temperatures must be finite and > 0")
+    if not (np.all(np.isfinite(e)) and np.isfinite(target)):
+        raise RlboundError("temperature match: every entropy and the target must be a finite number")
+    order = np.argsort(t, kind="stable")
+    t, e = t[order], e[order]
+    if np.any(np.diff(t) == 0):
+        raise RlboundError("temperature match: a temperature is given twice")
+    fitted = _isotonic_increasing(e)
+    monotone = bool(np.all(np.diff(e) >= 0))
+    note = "" if monotone else ("measured entropy does not rise at every step (sampling noise?); "
+                                "matched on its non-decreasing fit")
+    if target < fitted[0] or target > fitted[-1]:
+        side = "below" if target < fitted[0] else "above"
+        hint = (f"the lowest temperature ({t[0]:g}) already gives more entropy; try lower ones"
+                if side == "below" else f"the highest temperature ({t[-1]:g}) gives less entropy; try higher ones")
+        note = "; ".join(x for x in (f"target not bracketed: {hint}", note) if x)
+        return TemperatureMatch(float(target), t, e, fitted, None, False, monotone, side, note)
+    i = int(np.argmax(fitted >= target))  # first point at or above the target
+    if i == 0 or fitted[i] == target:
+        match = float(t[i])
+    else:
+        lo_f, hi_f = fitted[i - 1], fitted[i]
+        match = float(t[i - 1] + (target - lo_f) / (hi_f - lo_f) * (t[i] - t[i - 1]))
+    return TemperatureMatch(float(target), t, e, fitted, match, True, monotone, "", note)

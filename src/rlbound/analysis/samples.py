@@ -24,7 +24,9 @@ class RunSamples:
     ``correct[i]`` and ``answers[i]`` hold problem ``problem_ids[i]``'s samples in sample-index
     order (answers are None where nothing was extracted). ``meta`` is the run's ``run.json``.
     ``token_counts`` and ``entropy_means`` are per-sample arrays parallel to ``correct`` (entropy
-    NaN where the engine could not compute it).
+    NaN where the engine could not compute it). ``texts`` holds the completion texts, parallel to
+    ``correct`` (empty when the caller built the runs without them; the reasoning-pattern counts
+    then say so instead of counting).
     """
 
     label: str
@@ -35,6 +37,7 @@ class RunSamples:
     entropy_means: list[np.ndarray] = field(default_factory=list)
     statuses: list[list[str]] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
+    texts: list[list[str]] = field(default_factory=list)
 
     @property
     def n(self) -> np.ndarray:

@@ -35,6 +35,7 @@ from rlbound.lab.countdown import (
     random_countdown,
 )
 from rlbound.lab.programs import PROGRAM_MAX_DIFFICULTY, program_trace, random_program, run_program
+from rlbound.lab.strategies import CLASSES, countdown_shape, program_class
 from rlbound.tasks.base import Problem, Task, register_task
 
 __all__ = [
@@ -68,22 +69,37 @@ def _check(family: str, difficulty: int, top: int, split: str, n: int) -> None:
         raise RlboundError(f"{family} task needs n >= 1 problems, got {n}")
 
 
-def countdown_problem(seed: int, difficulty: int, index: int, split: str = "test") -> Problem:
-    """Problem ``index`` of the countdown family for ``(seed, difficulty, split)``."""
-    for attempt in range(MAX_ATTEMPTS):
-        rng = random.Random(f"countdown/{seed}/{difficulty}/{split}/{index}/{attempt}")
+def countdown_problem(
+    seed: int, difficulty: int, index: int, split: str = "test", shape: str | None = None
+) -> Problem:
+    """Problem ``index`` of the countdown family for ``(seed, difficulty, split)``.
+
+    ``shape`` (``"chain"`` or ``"tree"``, see :mod:`rlbound.lab.strategies`) keeps drawing until
+    the problem has that class; problems drawn with a shape get their own ids and indices.
+    """
+    if shape is not None and shape not in CLASSES["countdown"]:
+        raise RlboundError(f"countdown shape must be one of {CLASSES['countdown']}, got {shape!r}")
+    if shape == "tree" and difficulty < 2:
+        raise RlboundError("countdown: 3 numbers (difficulty 1) never need a tree; use difficulty >= 2")
+    tag = "" if shape is None else f"/{shape}"
+    for attempt in range(MAX_ATTEMPTS * (1 if shape is None else 10)):
+        rng = random.Random(f"countdown/{seed}/{difficulty}/{split}/{index}/{attempt}{tag}")
         numbers, target, expression = random_countdown(rng, difficulty)
         canonical = countdown_canonical(numbers, target)
-        if split_of("countdown", canonical) == split:
+        if split_of("countdown", canonical) != split:
+            continue
+        problem_class = countdown_shape(numbers, target)
+        if shape is None or problem_class == shape:
             break
-    else:  # pragma: no cover - 20 % of candidates are test, 80 % train
-        raise RlboundError("countdown: no candidate fell in the requested split")
+    else:  # pragma: no cover - 20 % of candidates are test, 80 % train; >= 2 % are trees
+        raise RlboundError("countdown: no candidate fell in the requested split and shape")
     return Problem(
-        id=f"countdown-{split}-d{difficulty}-s{seed}-{index}",
+        id=f"countdown-{split}-d{difficulty}{'' if shape is None else '-' + shape}-s{seed}-{index}",
         prompt=f"{' '.join(str(n) for n in numbers)} -> {target}",
         reference=countdown_reference(numbers, target),
         metadata={
             "family": "countdown",
+            "class": problem_class,
             "difficulty": difficulty,
             "split": split,
             "numbers": numbers,
@@ -110,6 +126,7 @@ def program_problem(seed: int, difficulty: int, index: int, split: str = "test")
         reference=str(run_program(program)),
         metadata={
             "family": "programs",
+            "class": program_class(program),
             "difficulty": difficulty,
             "split": split,
             "canonical": program,
@@ -120,17 +137,20 @@ def program_problem(seed: int, difficulty: int, index: int, split: str = "test")
 
 @register_task("countdown")
 def countdown_task(
-    n: int = 100, seed: int = 0, difficulty: int = 2, split: str = "test", offset: int = 0
+    n: int = 100, seed: int = 0, difficulty: int = 2, split: str = "test", offset: int = 0,
+    shape: str | None = None,
 ) -> Task:
-    """``n`` countdown problems (indices ``offset .. offset+n-1``); difficulty 1..5."""
+    """``n`` countdown problems (indices ``offset .. offset+n-1``); difficulty 1..5; ``shape``
+    ``chain`` or ``tree`` keeps only problems of that class."""
     _check("countdown", difficulty, max(COUNTDOWN_LEVELS), split, n)
-    problems = tuple(countdown_problem(seed, difficulty, offset + i, split) for i in range(n))
+    problems = tuple(countdown_problem(seed, difficulty, offset + i, split, shape) for i in range(n))
     return Task(
         name="countdown",
         problems=problems,
         verifier="countdown",
         template="plain",
-        options={"n": n, "seed": seed, "difficulty": difficulty, "split": split, "offset": offset},
+        options={"n": n, "seed": seed, "difficulty": difficulty, "split": split, "offset": offset,
+                 "shape": shape},
     )
 
 

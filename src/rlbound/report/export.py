@@ -9,7 +9,10 @@ rows of the CLI's ``rlbound passk`` table.
 
 Files written here: ``results.json`` (every number, including per-problem n and c; coverage,
 empirical support and ΔSE per comparison under ``support_comparisons``, answer and token entropy
-per run under ``entropy``),
+per run under ``entropy``; the PPL distribution per (scored run, scorer) under ``perplexity``;
+honesty warnings under ``warnings``; reasoning-pattern rates per run under ``reasoning_patterns``;
+pass@1 / pass@k per problem group under ``groups`` (null without the ``groups`` hook); the
+caller's pipeline stages under ``stages``),
 ``passk.csv`` (run,k,mean,lo,hi) and ``per_problem.csv`` (run,problem_id,n,c).
 
 What it does not do: no statistics of its own (those live in ``rlbound.analysis``), no reading
@@ -25,7 +28,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -33,6 +36,9 @@ from rlbound import __version__
 from rlbound.analysis.coverage import Coverage, coverage
 from rlbound.analysis.efficiency import DEFAULT_K_REF, SamplingEfficiencyGap, sampling_efficiency_gap
 from rlbound.analysis.entropy import AnswerEntropy, TokenEntropy, answer_entropy_run, token_entropy
+from rlbound.analysis.groups import GroupResults, group_pass_at_k
+from rlbound.analysis.honesty import HonestyWarning, run_warnings
+from rlbound.analysis.patterns import PatternRates, reasoning_patterns_run
 from rlbound.analysis.passk import (
     ACCURACY_BINS,
     Crossover,
@@ -43,6 +49,7 @@ from rlbound.analysis.passk import (
     maj_at_k_run,
     pass_at_k_curve,
 )
+from rlbound.analysis.perplexity import PerplexitySummary, SampleScores, perplexity_summary
 from rlbound.analysis.samples import RunSamples, match_problem_ids
 from rlbound.analysis.support import EmpiricalSupport, empirical_support
 from rlbound.atomic import atomic_write_text
@@ -109,6 +116,16 @@ class ReportData:
     ci: float
     seed: int
     generated_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    perplexity: list[PerplexitySummary] = field(default_factory=list)
+    """PPL of a run's samples under a scoring model, one per (scored run, scorer) pair."""
+    warnings: list[HonestyWarning] = field(default_factory=list)
+    """Honesty warnings (``rlbound.analysis.honesty``), shown first in the report."""
+    patterns: list[PatternRates] = field(default_factory=list)
+    """Reasoning-pattern rates per run, parallel to ``runs``."""
+    groups: GroupResults | None = None
+    """pass@1 / pass@k per problem group, when the caller passed ``groups``."""
+    stages: list[dict[str, Any]] = field(default_factory=list)
+    """The caller's pipeline stages (name, wall_s, cached, …), shown as a table."""
 
 
 def _meta_field(meta: dict[str, Any], key: str) -> str | None:
@@ -180,9 +197,18 @@ def build_report_data(
     n_boot: int = 1000,
     ci: float = 0.95,
     seed: int = 0,
+    groups: Mapping[str, str] | None = None,
+    stages: Sequence[Mapping[str, Any]] | None = None,
+    perplexity: Sequence[SampleScores] = (),
 ) -> ReportData:
-    """Run every analysis the report shows; the first run is the reference for comparisons."""
+    """Run every analysis the report shows; the first run is the reference for comparisons.
+
+    ``groups`` maps problem id → group label (a "By problem group" section: per run and group,
+    pass@1 and pass@k at the largest common k); ``stages`` lists the caller's pipeline stages as
+    ``{"name": str, "wall_s": float, "cached": bool, ...}`` (a "Stages" table).
+    """
     _check_runs(runs)
+    stage_rows = check_stages(stages)
     extra = tuple(sorted({int(k) for k in extra_ks}))
     summaries: list[RunSummary] = []
     comparisons: list[ComparisonSummary] = []
@@ -210,7 +236,32 @@ def build_report_data(
             comparisons.append(cmp)
             bar.advance()
     default_title = "rlbound report: " + " vs ".join(r.label for r in runs)
-    return ReportData(title or default_title, summaries, comparisons, extra, int(n_boot), float(ci), int(seed))
+    data = ReportData(title or default_title, summaries, comparisons, extra, int(n_boot), float(ci), int(seed))
+    data.warnings = [w for s in summaries for w in run_warnings(s.label, s.curve.n, s.curve.c, s.verify_statuses, extra)]
+    data.patterns = [reasoning_patterns_run(run, n_boot=n_boot, ci=ci, seed=seed) for run in runs]
+    if groups is not None:
+        data.groups = group_pass_at_k(runs, groups, n_boot=n_boot, ci=ci, seed=seed)
+    data.stages = stage_rows
+    # ``perplexity``: score files of the runs (``Run.scores``, written by ``rlbound score``)
+    data.perplexity = [perplexity_summary(s, n_boot=n_boot, ci=ci, seed=seed) for s in perplexity]
+    return data
+
+
+def check_stages(stages: Sequence[Mapping[str, Any]] | None) -> list[dict[str, Any]]:
+    """Stages as plain dicts; each needs ``name`` (str), ``wall_s`` (number >= 0) and ``cached`` (bool)."""
+    rows = []
+    for i, stage in enumerate(stages or ()):
+        if not isinstance(stage, Mapping):
+            raise RlboundError(f"report: stage {i} must be a mapping with name, wall_s and cached")
+        name, wall, cached = stage.get("name"), stage.get("wall_s"), stage.get("cached")
+        if not isinstance(name, str) or not name:
+            raise RlboundError(f"report: stage {i} needs a non-empty string 'name'")
+        if isinstance(wall, bool) or not isinstance(wall, (int, float)) or not math.isfinite(wall) or wall < 0:
+            raise RlboundError(f"report: stage {name!r} needs 'wall_s', a number of seconds >= 0 (got {wall!r})")
+        if not isinstance(cached, bool):
+            raise RlboundError(f"report: stage {name!r} needs 'cached', true or false (got {cached!r})")
+        rows.append(dict(stage))
+    return rows
 
 
 # --------------------------------------------------------------------------- JSON
@@ -282,6 +333,11 @@ def results_dict(data: ReportData) -> dict[str, Any]:
         "crossovers": crossovers,
         "entropy": entropy,
         "support_comparisons": support,
+        "warnings": [w.to_dict() for w in data.warnings],
+        "reasoning_patterns": [r.to_dict() for r in data.patterns],
+        "groups": data.groups.to_dict() if data.groups is not None else None,
+        "stages": data.stages,
+        "perplexity": [p.to_dict() for p in data.perplexity],
     })
 
 

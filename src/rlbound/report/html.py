@@ -1,12 +1,15 @@
 """The report: one self-contained HTML page plus results.json and CSV tables.
 
 :func:`write_report` computes the report's numbers once (``report/export.py``), then writes
-``report.html`` — a summary table first (per run: label, model/engine/task from ``run.meta``,
+``report.html`` — honesty warnings first (a box, ``rlbound.analysis.honesty``), then a summary table (per run: label, model/engine/task from ``run.meta``,
 problems, n, pass@1, pass@k at the largest k and maj@k, with bootstrap intervals), the pass@k
 curves with bands, a crossover statement for every run against the first (the reference, e.g.
 the base model), coverage and empirical support (P/S/E/O, SRR, NDR, SDS, NSCR, ε) and entropy
 and sampling efficiency (answer / token entropy per run, ΔSE per comparison), the per-problem
-accuracy histogram and the full pass@k table — next to
+accuracy histogram, perplexity distributions when runs have score files (``rlbound score``;
+the caller passes them as ``perplexity``), reasoning-pattern rates per 1k tokens, pass@1 /
+pass@k per problem group (the ``groups`` hook), the full pass@k table and the caller's pipeline
+stages (the ``stages`` hook) — next to
 ``results.json``, ``passk.csv`` and ``per_problem.csv``.
 
 The page embeds its figures as base64 PNG and its CSS inline: no scripts, no external URLs, so it
@@ -22,10 +25,11 @@ import html
 import math
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 from rlbound import __version__
 from rlbound.analysis.passk import ACCURACY_BINS
+from rlbound.analysis.perplexity import SampleScores
 from rlbound.analysis.samples import RunSamples
 from rlbound.atomic import atomic_write_text
 from rlbound.report.export import (  # passk_rows re-exported: the CLI's `rlbound passk` table
@@ -37,7 +41,8 @@ from rlbound.report.export import (  # passk_rows re-exported: the CLI's `rlboun
 )
 
 __all__ = ["passk_rows", "render_html", "write_report"]
-from rlbound.report.plots import accuracy_histogram_png, passk_curves_png, png_data_uri, run_color
+from rlbound.report.plots import accuracy_histogram_png, passk_curves_png, perplexity_png, png_data_uri, run_color
+from rlbound.report.plots import pattern_rates_png
 
 _CSS = """
 body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 2em auto;
@@ -50,6 +55,8 @@ th { background: #f4f4f4; } td.l, th.l { text-align: left; }
 .note { color: #666; font-size: 0.85em; } .swatch { display: inline-block; width: 0.8em;
         height: 0.8em; margin-right: 0.4em; vertical-align: baseline; }
 img { max-width: 100%; }
+.warnbox { border: 2px solid #c77700; background: #fff6e5; padding: 0.5em 1em; margin: 1em 0; }
+.warnbox h2 { margin-top: 0.2em; border: none; color: #8a4b00; } .warnbox li { margin: 0.2em 0; }
 """
 
 
@@ -225,6 +232,129 @@ def _passk_table(data: ReportData) -> str:
     return f"<table><tr><th>k</th>{ths}</tr>{''.join(rows)}</table>"
 
 
+def _warnings_box(data: ReportData) -> str:
+    """The honesty warnings as a visible box (a one-line note when there are none)."""
+    checks = ("asked k vs n (warn when 2k > n), pass@k saturation over the last doubling of k, "
+              "verifier timeouts (warn above 1 % of samples)")
+    if not data.warnings:
+        return f'<p class="note" id="warnings">Honesty checks passed: {_e(checks)}.</p>'
+    items = "".join(f"<li>{_e(w.message)}</li>" for w in data.warnings)
+    return (f'<div class="warnbox" id="warnings"><h2>Warnings ({len(data.warnings)})</h2><ul>{items}</ul>'
+            f'<p class="note">Checks: {_e(checks)}.</p></div>')
+
+
+def _patterns_section(data: ReportData) -> str:
+    if not data.patterns:
+        return '<p class="note">Not computed.</p>'
+    cats = list(dict.fromkeys(c for r in data.patterns for c in r.categories))
+    head = "".join(f"<th>{_e(c)} / 1k tokens</th>" for c in cats)
+    rows, markers = [], {}
+    for r in data.patterns:
+        if not r.available:
+            rows.append(f'<tr><td class="l">{_e(r.label)}</td><td colspan="{len(cats) + 2}" class="l">'
+                        f'<span class="note">not available: {_e(r.note)}</span></td></tr>')
+            continue
+        cells = "".join(f"<td>{_val_or_na(*r.rate(c))}</td>" if c in r.categories else "<td>–</td>" for c in cats)
+        rows.append(f'<tr><td class="l">{_e(r.label)}</td>{cells}<td>{r.n_samples}</td><td>{r.n_tokens}</td></tr>')
+        for m, count, rate in zip(r.markers, r.marker_count, r.marker_rate):
+            markers.setdefault((m.category, m.name), {})[r.label] = (int(count), float(rate))
+    parts = [f'<table><tr><th class="l">run</th>{head}<th>samples</th><th>completion tokens</th></tr>'
+             + "".join(rows) + "</table>"]
+    shown = [r for r in data.patterns if r.available]
+    if shown:
+        trios = [[r.rate(c) if c in r.categories else (math.nan,) * 3 for c in cats] for r in shown]
+        png = pattern_rates_png([r.label for r in shown], cats, [[t[0] for t in row] for row in trios],
+                                [[t[1] for t in row] for row in trios], [[t[2] for t in row] for row in trios])
+        parts.insert(0, f'<img src="{png_data_uri(png)}" alt="reasoning-pattern markers per 1k tokens per run">')
+    used = [key for key, per_run in markers.items() if any(count for count, _ in per_run.values())]
+    if used:
+        labels = [r.label for r in data.patterns if r.available]
+        ths = "".join(f"<th>{_e(label)}</th>" for label in labels)
+        body = "".join(
+            f'<tr><td class="l">{_e(cat)}</td><td class="l">{_e(name)}</td>'
+            + "".join(f"<td>{markers[(cat, name)].get(label, (0, float('nan')))[1]:.2f} "
+                      f'<span class="note">({markers[(cat, name)].get(label, (0, 0))[0]})</span></td>' for label in labels)
+            + "</tr>"
+            for cat, name in used
+        )
+        parts.append(f'<table><tr><th class="l">category</th><th class="l">marker</th>{ths}</tr>{body}</table>')
+    parts.append(
+        '<p class="note">Markers per 1,000 completion tokens (engine tokens): 1000 × markers / tokens over all '
+        "samples; intervals resample problems. Phrases match case-insensitively at word boundaries, the "
+        "longest phrase winning where two start at the same place; the lab backtrack marker is a line "
+        "holding only the word <code>back</code>. Per-marker cells: rate (count).</p>"
+    )
+    return "".join(parts)
+
+
+def _groups_section(data: ReportData) -> str:
+    g = data.groups
+    if g is None:
+        return ""
+    rows = "".join(
+        f'<tr><td class="l">{_e(c.run)}</td><td class="l">{_e(c.group)}</td><td>{c.n_problems}</td>'
+        f"<td>{_val_or_na(*c.pass1)}</td><td>{_val_or_na(*c.passk)}</td></tr>"
+        for c in g.cells
+    )
+    left_out = ", ".join(f"{_e(run)}: {n}" for run, n in g.ungrouped.items() if n)
+    note = f" Problems in no group (left out): {left_out}." if left_out else ""
+    return (
+        f'<h2>By problem group</h2><table><tr><th class="l">run</th><th class="l">group</th><th>problems</th>'
+        f"<th>pass@1</th><th>pass@{g.k}</th></tr>{rows}</table>"
+        f'<p class="note">k = {g.k}: the largest k every run supports on every grouped problem (smallest n); '
+        f"intervals resample the group's problems.{note}</p>"
+    )
+
+
+def _stages_section(data: ReportData) -> str:
+    if not data.stages:
+        return ""
+    rows = []
+    for st in data.stages:
+        extra = ", ".join(f"{k}={v}" for k, v in st.items() if k not in ("name", "wall_s", "cached"))
+        rows.append(f'<tr><td class="l">{_e(st["name"])}</td><td>{float(st["wall_s"]):.1f}</td>'
+                    f'<td class="l">{"reused from cache" if st["cached"] else "run"}</td>'
+                    f'<td class="l">{_e(extra)}</td></tr>')
+    total = sum(float(st["wall_s"]) for st in data.stages)
+    return (
+        '<h2>Stages</h2><table><tr><th class="l">stage</th><th>wall time (s)</th><th class="l">cache</th>'
+        f'<th class="l">details</th></tr>{"".join(rows)}<tr><td class="l"><b>total</b></td><td>{total:.1f}</td>'
+        '<td></td><td></td></tr></table>'
+    )
+
+
+def _perplexity_section(data: ReportData) -> str:
+    """PPL of runs' samples under scoring models (``rlbound score``); empty when no run has scores."""
+    if not data.perplexity:
+        return ""
+    pairs = data.perplexity
+    png = perplexity_png([f"{p.run_label} under {p.scorer_label}" for p in pairs], [p.log_ppl for p in pairs])
+    rows = []
+    for p in pairs:
+        q = p.quantiles
+        geo = _val(p.geo_mean_ppl, math.exp(p.lo), math.exp(p.hi)) if math.isfinite(p.lo) else f"{p.geo_mean_ppl:.3f}"
+        model = (p.scorer.get("identity") or {}).get("model", "")
+        missing = f" ({p.n_samples_missing} without tokens)" if p.n_samples_missing else ""
+        rows.append(
+            f'<tr><td class="l">{_e(p.run_label)}</td><td class="l">{_e(p.scorer_label)}</td>'
+            f'<td class="l">{_e(model)}</td><td>{p.n_problems}</td><td>{p.n_samples}{_e(missing)}</td>'
+            f"<td>{_val(p.mean_log_ppl, p.lo, p.hi)}</td><td>{geo}</td><td>{p.median_ppl:.3f}</td>"
+            f"<td>{q[0.25]:.3f} – {q[0.75]:.3f}</td><td>{q[0.05]:.3f} – {q[0.95]:.3f}</td></tr>"
+        )
+    head = ("<tr><th class=\"l\">run (scored)</th><th class=\"l\">scorer</th><th class=\"l\">scorer model</th>"
+            "<th>problems</th><th>samples</th><th>mean log PPL</th><th>geometric-mean PPL</th><th>median PPL</th>"
+            "<th>PPL 25–75 %</th><th>PPL 5–95 %</th></tr>")
+    return (
+        f'<h2>Perplexity</h2><img src="{png_data_uri(png)}" alt="distribution of log perplexity per run and scorer">'
+        f"<table>{head}{''.join(rows)}</table>"
+        '<p class="note">PPL of a sample = exp(−mean over its completion tokens of log P(y_t | x, y_&lt;t)) under '
+        "the scorer, the prompt rendered as when the run was sampled (Yue et al. 2025 compare the base model's PPL "
+        "of its own and of the RL model's samples). Mean log PPL: per problem the mean over samples, then over "
+        "problems, with a bootstrap interval over problems; geometric-mean PPL is its exponential. Median and "
+        "quantiles are over samples. Scorers with different tokenizers count different tokens.</p>"
+    )
+
+
 def render_html(data: ReportData) -> str:
     """The report page for already computed :class:`ReportData` (figures rendered here)."""
     curves = passk_curves_png([s.curve for s in data.runs], ci=data.ci if data.n_boot else None)
@@ -238,6 +368,7 @@ def render_html(data: ReportData) -> str:
 <p class="note">rlbound {_e(__version__)} · {_e(data.generated_at)} · unbiased pass@k (Chen et al. 2021)
 · {_e(band)}.
 Numbers in brackets are interval bounds. Machine-readable copies: results.json, passk.csv, per_problem.csv.</p>
+{_warnings_box(data)}
 <h2>Summary</h2>
 {_summary_table(data)}
 <p class="note">k max is each run's smallest per-problem n; maj@k: majority vote over the first k samples
@@ -253,8 +384,13 @@ Numbers in brackets are interval bounds. Machine-readable copies: results.json, 
 <h2>Per-problem accuracy</h2>
 <img src="{png_data_uri(hist)}" alt="histogram of per-problem accuracy">
 {_histogram_table(data)}
+<h2>Reasoning patterns</h2>
+{_patterns_section(data)}
+{_groups_section(data)}
+{_perplexity_section(data)}
 <h2>pass@k table</h2>
 {_passk_table(data)}
+{_stages_section(data)}
 </body></html>
 """
 
@@ -268,15 +404,22 @@ def write_report(
     n_boot: int = 1000,
     ci: float = 0.95,
     seed: int = 0,
+    groups: Mapping[str, str] | None = None,
+    stages: Sequence[Mapping[str, Any]] | None = None,
+    perplexity: Sequence[SampleScores] = (),
 ) -> Path:
     """Write report.html, results.json, passk.csv and per_problem.csv into ``out_dir``; return the page's path.
 
     The first run is the reference for the crossover statements. ``extra_ks`` are evaluated in
     addition to k = 1, 2, 4, …, n; one above some run's n is an error, not silently skipped.
+    ``groups`` (problem id → group label) adds a "By problem group" section; ``stages``
+    (``{"name", "wall_s", "cached", ...}`` per pipeline stage) adds a "Stages" table.
+    ``perplexity`` (score files of the runs: ``Run.scores`` from the store) adds a "Perplexity" section.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    data = build_report_data(runs, extra_ks=extra_ks, title=title, n_boot=n_boot, ci=ci, seed=seed)
+    data = build_report_data(runs, extra_ks=extra_ks, title=title, n_boot=n_boot, ci=ci, seed=seed,
+                             groups=groups, stages=stages, perplexity=perplexity)
     write_results_json(data, out / "results.json")
     write_csvs(data, out)
     return atomic_write_text(out / "report.html", render_html(data))

@@ -2,6 +2,8 @@
 
 - :func:`passk_curves_png`: every run's mean pass@k with its bootstrap band on a log2 k axis.
 - :func:`accuracy_histogram_png`: the per-problem accuracy histogram, runs side by side.
+- :func:`perplexity_png`: the distribution of log PPL per (scored run, scorer) pair: overlaid
+  histograms and a box plot.
 - :func:`png_data_uri`: ``data:image/png;base64,…`` for an ``<img src>``.
 
 Figures are built on ``matplotlib.figure.Figure`` with an explicit Agg canvas, so nothing here
@@ -95,6 +97,61 @@ def accuracy_histogram_png(labels: Sequence[str], counts: Sequence[np.ndarray]) 
     ax.set_xlabel("per-problem accuracy c/n")
     ax.set_ylabel("fraction of problems")
     ax.set_title("per-problem accuracy", fontsize=10)
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def perplexity_png(labels: Sequence[str], log_ppls: Sequence[np.ndarray]) -> bytes:
+    """Per (run, scorer) pair, the samples' log PPL: step histograms on shared bins (left) and
+    box plots with the mean marked (right)."""
+    fig = Figure(figsize=(10.0, 4.0))
+    ax_h, ax_b = fig.subplots(1, 2, gridspec_kw={"width_ratios": [3, 2]})
+    values = [np.asarray(v, dtype=float)[np.isfinite(v)] for v in log_ppls]
+    pooled = np.concatenate([v for v in values if v.size] or [np.zeros(1)])
+    lo, hi = float(pooled.min()), float(pooled.max())
+    bins = np.linspace(lo, hi if hi > lo else lo + 1.0, 31)
+    for i, (label, v) in enumerate(zip(labels, values)):
+        if v.size:
+            ax_h.hist(v, bins=bins, histtype="step", linewidth=1.6, color=run_color(i),
+                      weights=np.full(v.size, 1.0 / v.size), label=_text(label))
+    ax_h.set_xlabel("log PPL = −mean token log-prob (nats)")
+    ax_h.set_ylabel("fraction of samples")
+    ax_h.set_title("perplexity of samples under the scorer", fontsize=10)
+    ax_h.grid(True, alpha=0.3)
+    ax_h.legend(fontsize=7)
+    positions = np.arange(len(values))
+    boxes = ax_b.boxplot([v if v.size else np.array([np.nan]) for v in values], positions=positions,
+                         widths=0.6, showmeans=True, showfliers=False, patch_artist=True)
+    for i, patch in enumerate(boxes["boxes"]):
+        patch.set_facecolor(run_color(i))
+        patch.set_alpha(0.35)
+    ax_b.set_xticks(positions)
+    ax_b.set_xticklabels([_text(label) for label in labels], fontsize=7, rotation=30, ha="right")
+    ax_b.set_ylabel("log PPL (box: quartiles; triangle: mean)")
+    ax_b.grid(True, axis="y", alpha=0.3)
+    return _png(fig)
+
+
+def pattern_rates_png(labels: Sequence[str], categories: Sequence[str], rates: Sequence[Sequence[float]],
+                      los: Sequence[Sequence[float]], his: Sequence[Sequence[float]]) -> bytes:
+    """Reasoning-pattern markers per 1k tokens: one bar group per category, a bar per run, CI whiskers.
+
+    ``rates[i][j]`` (and ``los``/``his``) is run i's rate of ``categories[j]``; NaN bands draw no whisker.
+    """
+    fig = Figure(figsize=(7.0, 3.6))
+    ax = fig.add_subplot()
+    width = 0.8 / max(len(labels), 1)
+    x = np.arange(len(categories))
+    for i, (label, rate, lo, hi) in enumerate(zip(labels, rates, los, his)):
+        rate, lo, hi = (np.asarray(v, dtype=float) for v in (rate, lo, hi))
+        err = np.where(np.isfinite(lo) & np.isfinite(hi), np.vstack([rate - lo, hi - rate]), 0.0)
+        ax.bar(x - 0.4 + width * (i + 0.5), rate, width=width, color=run_color(i), label=_text(label),
+               yerr=np.clip(err, 0, None), capsize=3, error_kw={"elinewidth": 1})
+    ax.set_xticks(x)
+    ax.set_xticklabels([_text(c) for c in categories])
+    ax.set_ylabel("markers per 1k completion tokens")
+    ax.set_title("reasoning patterns (whiskers: bootstrap band over problems)", fontsize=10)
     ax.grid(True, axis="y", alpha=0.3)
     ax.legend(fontsize=8)
     return _png(fig)

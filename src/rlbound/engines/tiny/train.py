@@ -130,6 +130,8 @@ def train_next_token(
     add_eos: bool = True,
     stop_at: int | None = None,
     description: str = "training",
+    checkpoint_dir: str | Path | None = None,
+    checkpoint_every: int = 0,
 ) -> TrainResult:
     """Fit ``model`` on ``examples`` by next-token prediction; return it with its loss curve.
 
@@ -141,6 +143,11 @@ def train_next_token(
     ``stop_at`` (stop after that many steps; the schedule still spans ``steps``) and resumed
     equals the uninterrupted run. When ``out_dir`` is given the model is saved there (with the
     training state if ``save_state``).
+
+    ``checkpoint_dir`` with ``checkpoint_every > 0`` saves the model and training state there
+    every that many steps (replacing the previous checkpoint whole, never half-written); if the
+    directory already holds a checkpoint, training resumes from it instead of starting over, so a
+    killed run loses at most ``checkpoint_every`` steps.
     """
     if steps < 1 or batch_size < 1:
         raise RlboundError(
@@ -155,6 +162,9 @@ def train_next_token(
         state = load_training_state(label) if resume else None
     elif isinstance(model, TinyConfig):
         model = TinyLlama(model)
+    if checkpoint_dir is not None and load_training_state(checkpoint_dir) is not None:
+        model, tokenizer = load_model(checkpoint_dir)
+        state = load_training_state(checkpoint_dir)
     tokenizer = tokenizer or CharTokenizer()
     if tokenizer.vocab_size != model.config.vocab_size:
         raise RlboundError(
@@ -209,6 +219,11 @@ def train_next_token(
             ema = value if ema is None else 0.95 * ema + 0.05 * value
             bar.set_postfix(f"loss {ema:.4f}")
             bar.advance(1)
+            if checkpoint_dir is not None and checkpoint_every > 0 and (step + 1) % checkpoint_every == 0 \
+                    and step + 1 < end_step:
+                _save_checkpoint(checkpoint_dir, model, tokenizer, {
+                    "optimizer": optimizer.state_dict(), "order": order,
+                    "generator": generator.get_state(), "step": step + 1})
     model.eval()
     result.steps = end_step
     result.wall_s = time.perf_counter() - t0
@@ -221,6 +236,23 @@ def train_next_token(
                                           "generator": generator.get_state(), "step": end_step})
         result.model_dir = str(out_dir)
     return result
+
+
+def _save_checkpoint(checkpoint_dir: str | Path, model: TinyLlama, tokenizer: CharTokenizer,
+                     state: dict) -> None:
+    """Write a checkpoint beside ``checkpoint_dir``, then swap it in by renaming."""
+    import shutil
+
+    final = Path(checkpoint_dir)
+    fresh, old = final.with_name(final.name + ".new"), final.with_name(final.name + ".old")
+    shutil.rmtree(fresh, ignore_errors=True)
+    save_model(model, tokenizer, fresh, extra={"checkpoint_step": state["step"]})
+    save_training_state(fresh, state)
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        final.rename(old)
+    fresh.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 # -- the arithmetic lab model ------------------------------------------------------------------

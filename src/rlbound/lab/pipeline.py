@@ -1,0 +1,287 @@
+"""``rlbound lab run``: the whole boundary study on a CPU, as cached, resumable stages.
+
+Stages, in order (each a directory ``OUT/stages/<name>-<key>``, where ``key`` hashes the stage's
+own knobs and the keys of the stages it reads, so a changed knob reruns only what depends on it):
+
+1. ``corpus-base``, ``corpus-teacher``: the two pretraining corpora (``corpus.jsonl`` + stats);
+2. ``pretrain-base``, ``pretrain-teacher``: tiny transformers trained from scratch on them, with
+   a checkpoint every ``checkpoint_every`` steps (a killed run resumes from the last one);
+3. ``distill``: the base model fine-tuned on the teacher's verified-correct samples of fresh
+   training problems; ``self-train``: the base model fine-tuned on its own (rejection-sampling
+   fine-tuning, the simplest on-policy use of a verifiable reward);
+4. ``eval-<model>-<family>``: every model sampled ``n`` times per test problem, verified, stored
+   (a resumable run directory, topped up after an interruption);
+5. the report: ``OUT/report/<family>/report.html`` per family, comparing every model with the
+   base model, with pass@k by problem class and the stage times; ``OUT/lab.json`` sums it up.
+
+A stage is finished when its ``stage.json`` exists; anything short of that is resumed or redone.
+What it does not do: RL training (the trainer adds its algorithms as further model stages).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from rlbound.atomic import atomic_write_text
+from rlbound.errors import RlboundError
+from rlbound.lab.config import LabConfig
+from rlbound.lab.corpus import (
+    DISTILL_OFFSET,
+    FAMILIES,
+    SELF_TRAIN_OFFSET,
+    build_corpus,
+    corpus_problem_count,
+    corpus_stats,
+    lab_task,
+)
+from rlbound.progress import note, progress
+
+__all__ = ["LabResult", "StageRecord", "run_lab"]
+
+STAGE_FORMAT = 1
+STAGE_FILE = "stage.json"
+
+
+@dataclass
+class StageRecord:
+    """One stage of a lab run: where it lives, how long it took, whether it came from the cache."""
+
+    name: str
+    key: str
+    path: str
+    wall_s: float
+    cached: bool
+    info: dict
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "key": self.key, "path": self.path, "wall_s": round(self.wall_s, 2),
+                "cached": self.cached, **{k: v for k, v in self.info.items() if k != "corpus"}}
+
+
+@dataclass
+class LabResult:
+    """What :func:`run_lab` returns."""
+
+    out: Path
+    stages: list[StageRecord]
+    models: dict[str, str]
+    reports: dict[str, Path]
+    summary: list[dict]
+
+
+def _key(name: str, spec: dict) -> str:
+    text = json.dumps({"stage": name, "format": STAGE_FORMAT, "spec": spec}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+class _Stages:
+    def __init__(self, out: Path):
+        self.root = out / "stages"
+        self.records: list[StageRecord] = []
+
+    def run(self, name: str, spec: dict, build: Callable[[Path], dict]) -> StageRecord:
+        key = _key(name, spec)
+        path = self.root / f"{name}-{key}"
+        done = path / STAGE_FILE
+        if done.exists():
+            stored = json.loads(done.read_text())
+            record = StageRecord(name, key, str(path), stored["wall_s"], True, stored.get("info", {}))
+            note(f"[dim]stage {name}: reused ({path.name}, {stored['wall_s']:.0f} s when built)[/dim]")
+        else:
+            note(f"[bold]stage {name}[/bold] ({path.name})")
+            path.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(path / "spec.json", json.dumps(spec, indent=1, sort_keys=True) + "\n")
+            t0 = time.perf_counter()
+            info = build(path) or {}
+            wall = time.perf_counter() - t0
+            atomic_write_text(done, json.dumps({"name": name, "key": key, "wall_s": wall, "info": info},
+                                               indent=1) + "\n")
+            record = StageRecord(name, key, str(path), wall, False, info)
+        self.records.append(record)
+        return record
+
+
+# ------------------------------------------------------------------------------- the stages
+
+
+def _write_corpus(config: LabConfig, which: str, path: Path) -> dict:
+    corpus = getattr(config, which)
+    with progress(f"{which}: writing traces", total=corpus_problem_count(corpus), unit="problems") as bar:
+        examples = build_corpus(config.world, corpus, where=which, progress_bar=bar)
+    lines = [json.dumps({"prompt": e.prompt, "completion": e.completion, "family": e.family,
+                         "strategy": e.strategy, "class": e.problem_class, "solved": e.solved})
+             for e in examples]
+    atomic_write_text(path / "corpus.jsonl", "\n".join(lines) + "\n")
+    return {"traces": len(examples), "corpus": corpus_stats(examples)}
+
+
+def _read_corpus(stage: StageRecord) -> list[tuple[str, str]]:
+    with open(Path(stage.path) / "corpus.jsonl") as handle:
+        return [(row["prompt"], row["completion"]) for row in map(json.loads, handle)]
+
+
+def _pretrain(config: LabConfig, which: str, corpus: StageRecord, start: str | None, path: Path) -> dict:
+    """Train from ``start`` (a model directory) or, when None, from scratch."""
+    from rlbound.engines.tiny.model import TinyConfig
+    from rlbound.engines.tiny.train import train_next_token
+
+    train = getattr(config, which)
+    pairs = _read_corpus(corpus)
+    result = train_next_token(
+        start or TinyConfig(**config.model.as_dict()), pairs, steps=train.steps, batch_size=train.batch_size, lr=train.lr,
+        warmup=train.warmup, seed=train.seed, out_dir=path / "model",
+        checkpoint_dir=path / "checkpoint", checkpoint_every=train.checkpoint_every,
+        description=which.replace("_", " "),
+    )
+    shutil.rmtree(path / "checkpoint", ignore_errors=True)
+    chars = sum(len(p) + len(c) + 2 for p, c in pairs) / len(pairs) * train.batch_size * result.steps
+    return {"final_loss": round(result.final_loss, 4), "train_wall_s": round(result.wall_s, 1),
+            "tokens_per_s": round(chars / max(result.wall_s, 1e-9))}
+
+
+def _sampling_params(config: LabConfig, temperature: float | None = None):
+    from rlbound.engines.base import SamplingParams
+
+    return SamplingParams(temperature=config.sampling.temperature if temperature is None else temperature,
+                          max_tokens=config.sampling.max_tokens)
+
+
+def _finetune_on_correct(config: LabConfig, which: str, sampler_dir: str, student_dir: str,
+                         offset: int, path: Path) -> dict:
+    """Sample ``sampler_dir`` on fresh training problems; fine-tune ``student_dir`` on the correct."""
+    from rlbound.engines.base import load_engine
+    from rlbound.engines.tiny.train import train_next_token
+    from rlbound.sampler import sample_run
+    from rlbound.store import load_run
+    from rlbound.tasks.templates import get_template
+    from rlbound.verify.base import load_verifier
+
+    settings = getattr(config, which)
+    engine = load_engine("tiny", sampler_dir)
+    pairs, offered = [], 0
+    for family in FAMILIES:
+        task = lab_task(family, config.world, settings.problems, split="train", offset=offset)
+        run_dir = path / f"samples-{family}"
+        sample_run(run_dir, task, engine, load_verifier(task.verifier),
+                   _sampling_params(config, settings.temperature), settings.samples,
+                   seed=config.sampling.seed + 1, label=f"{which}: {family} training problems")
+        template = get_template(task.template)
+        prompts = {p.id: template.render(p.prompt) for p in task.problems}
+        rows = load_run(run_dir).table.to_pylist()
+        offered += len(rows)
+        pairs += [(prompts[r["problem_id"]], r["completion"]) for r in rows
+                  if r["correct"] and r["finish_reason"] == "stop"]
+    if not pairs:
+        raise RlboundError(f"{which}: no training sample was correct, nothing to fine-tune on; "
+                           "train the sampling model longer")
+    result = train_next_token(
+        student_dir, pairs, steps=settings.steps, batch_size=settings.batch_size, lr=settings.lr,
+        warmup=settings.warmup, seed=config.sampling.seed, out_dir=path / "model",
+        description=which.replace("_", " "),
+    )
+    return {"examples": len(pairs), "offered": offered, "final_loss": round(result.final_loss, 4)}
+
+
+def _evaluate(config: LabConfig, model_dir: str, family: str, label: str, path: Path) -> dict:
+    from rlbound.engines.base import load_engine
+    from rlbound.sampler import sample_run
+    from rlbound.verify.base import load_verifier
+
+    task = lab_task(family, config.world, config.world.test_problems)
+    stats = sample_run(path / "run", task, load_engine("tiny", model_dir), load_verifier(task.verifier),
+                       _sampling_params(config), config.sampling.n, seed=config.sampling.seed,
+                       label=f"{label} on {family}")
+    return {"sampled": stats.sampled}
+
+
+# --------------------------------------------------------------------------------- the run
+
+
+def run_lab(out: str | Path, config: LabConfig, preset_name: str = "default") -> LabResult:
+    """Run (or resume) the lab in ``out``; return where everything is."""
+    from rlbound.report.html import write_report
+    from rlbound.store import load_run
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    for which in ("base_corpus", "teacher_corpus"):
+        from rlbound.lab.corpus import check_corpus_config
+
+        check_corpus_config(getattr(config, which), which)
+    stages = _Stages(out)
+    world = config.world.as_dict()
+    corpora = {
+        which: stages.run(f"corpus-{which.split('_')[0]}", {"world": world, "corpus": getattr(config, which).as_dict()},
+                          lambda p, w=which: _write_corpus(config, w, p))
+        for which in ("base_corpus", "teacher_corpus")
+    }
+    models: dict[str, tuple[str, str]] = {}  # name -> (model dir, stage key)
+    if config.pretrain.init != "scratch" or config.teacher_pretrain.init not in ("scratch", "base"):
+        raise RlboundError("pretrain.init must be 'scratch'; teacher_pretrain.init 'scratch' or 'base'")
+    for name, corpus, train in (("base", "base_corpus", "pretrain"), ("teacher", "teacher_corpus", "teacher_pretrain")):
+        start = models["base"] if getattr(config, train).init == "base" else None
+        record = stages.run(
+            f"pretrain-{name}",
+            {"corpus": corpora[corpus].key, "model": config.model.as_dict(),
+             "train": getattr(config, train).as_dict(), "start": start and start[1]},
+            lambda p, c=corpus, t=train, s=start: _pretrain(config, t, corpora[c], s and s[0], p),
+        )
+        models[name] = (str(Path(record.path) / "model"), record.key)
+    base_dir = models["base"][0]
+    for name, which, sampler, offset in (("distilled", "distill", "teacher", DISTILL_OFFSET),
+                                         ("self-trained", "self_train", "base", SELF_TRAIN_OFFSET)):
+        if not getattr(config, which).enabled:
+            continue
+        record = stages.run(
+            which.replace("_", "-"),
+            {"student": models["base"][1], "sampler": models[sampler][1], "world": world,
+             "settings": getattr(config, which).as_dict(), "sampling": config.sampling.as_dict()},
+            lambda p, w=which, s=sampler, o=offset: _finetune_on_correct(config, w, models[s][0], base_dir, o, p),
+        )
+        models[name] = (str(Path(record.path) / "model"), record.key)
+
+    runs_by_family: dict[str, list] = {f: [] for f in FAMILIES}
+    for name, (model_dir, key) in models.items():
+        for family in FAMILIES:
+            record = stages.run(
+                f"eval-{name}-{family}",
+                {"model": key, "world": world, "sampling": config.sampling.as_dict()},
+                lambda p, m=model_dir, f=family, n=name: _evaluate(config, m, f, n, p),
+            )
+            runs_by_family[family].append(load_run(Path(record.path) / "run").samples)
+            runs_by_family[family][-1].label = name
+
+    stage_rows = [r.as_dict() for r in stages.records]
+    reports, summary = {}, []
+    for family, runs in runs_by_family.items():
+        task = lab_task(family, config.world, config.world.test_problems)
+        groups = {p.id: p.metadata["class"] for p in task.problems}
+        reports[family] = write_report(
+            runs, out / "report" / family, title=f"rlbound lab ({preset_name}): {family}",
+            groups=groups, stages=stage_rows,
+        )
+        summary += _summary_rows(family, runs)
+    record = {"preset": preset_name, "config": config.as_dict(), "stages": stage_rows,
+              "models": {k: v[0] for k, v in models.items()},
+              "reports": {k: str(v) for k, v in reports.items()}, "summary": summary}
+    atomic_write_text(out / "lab.json", json.dumps(record, indent=1) + "\n")
+    return LabResult(out, stages.records, {k: v[0] for k, v in models.items()}, reports, summary)
+
+
+def _summary_rows(family: str, runs: list) -> list[dict]:
+    from rlbound.analysis.passk import pass_at_k
+
+    rows = []
+    for run in runs:
+        n, c = run.n, run.c
+        k = int(n.min())
+        rows.append({"family": family, "model": run.label, "problems": len(run),
+                     "pass@1": float(pass_at_k(n, c, 1).mean()), f"pass@{k}": float(pass_at_k(n, c, k).mean()),
+                     "k": k})
+    return rows

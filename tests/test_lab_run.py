@@ -1,0 +1,86 @@
+"""`rlbound lab run --preset quick` end to end: every stage, the reports, the cache, a changed knob."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+MODELS = ["base", "teacher", "distilled", "self-trained"]
+
+
+def lab(*args, cwd=None):
+    cmd = [sys.executable, "-m", "rlbound.cli", "--quiet", "lab", *map(str, args)]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=cwd)
+
+
+def _stages(out):
+    return {s["name"]: s for s in json.loads((out / "lab.json").read_text())["stages"]}
+
+
+def test_quick_lab_end_to_end_cached_and_partly_rerun(tmp_path):
+    out = tmp_path / "lab"
+    first = lab("run", "--preset", "quick", "--out", out)
+    assert first.returncode == 0, first.stderr[-3000:]
+    record = json.loads((out / "lab.json").read_text())
+    stages = _stages(out)
+    expected = {"corpus-base", "corpus-teacher", "pretrain-base", "pretrain-teacher", "distill",
+                "self-train"} | {f"eval-{m}-{f}" for m in MODELS for f in ("countdown", "programs")}
+    assert set(stages) == expected
+    assert not any(s["cached"] for s in stages.values())
+    assert all(s["wall_s"] > 0 for s in stages.values())
+    assert stages["pretrain-base"]["tokens_per_s"] > 0
+    assert stages["distill"]["examples"] > 0 and stages["self-train"]["examples"] > 0
+    assert [(r["family"], r["model"]) for r in record["summary"]] == [
+        (f, m) for f in ("countdown", "programs") for m in MODELS]
+    for row in record["summary"]:
+        assert 0 <= row["pass@1"] <= row["pass@64"] <= 1 and row["problems"] == 10
+    # the base model learned something on programs (most of its short programs are solved at k = 64)
+    base_programs = next(r for r in record["summary"] if r["family"] == "programs" and r["model"] == "base")
+    assert base_programs["pass@64"] > 0.3
+    for family in ("countdown", "programs"):
+        page = (out / "report" / family / "report.html").read_text()
+        assert "By problem group" in page and "Stages" in page and "pretrain-base" in page
+        results = json.loads((out / "report" / family / "results.json").read_text())
+        assert [r["label"] for r in results["runs"]] == MODELS
+        assert {g for g in results["groups"]["groups"]} == (
+            {"chain", "tree"} if family == "countdown" else {"short", "long"})
+    assert "report (countdown):" in first.stdout and "pass@64" in first.stdout
+
+    again = lab("run", "--preset", "quick", "--out", out)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert all(s["cached"] for s in _stages(out).values())
+    assert json.loads((out / "lab.json").read_text())["summary"] == record["summary"]
+
+    knob = tmp_path / "slower.toml"
+    knob.write_text("[self_train]\nlr = 1e-4\n")
+    changed = lab("run", "--preset", "quick", "--config", knob, "--out", out)
+    assert changed.returncode == 0, changed.stderr[-3000:]
+    rebuilt = {name for name, s in _stages(out).items() if not s["cached"]}
+    assert rebuilt == {"self-train", "eval-self-trained-countdown", "eval-self-trained-programs"}
+
+
+def test_lab_config_prints_a_file_that_runs_back(tmp_path):
+    printed = lab("config", "--preset", "quick")
+    assert printed.returncode == 0
+    assert "[pretrain]" in printed.stdout and "# Optimiser steps." in printed.stdout
+    from rlbound.lab.config import load_config, preset
+
+    path = tmp_path / "lab.toml"
+    path.write_text(printed.stdout)
+    assert load_config("default", path) == preset("quick")
+
+
+def test_lab_errors_are_one_line(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[base_corpus]\nsolves = { chain = ['tree'] }\n")
+    result = lab("run", "--preset", "quick", "--config", bad, "--out", tmp_path / "lab")
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0
+    assert "base_corpus.solves.chain" in result.stderr and "cannot solve 'tree'" in result.stderr
+    result = lab("run", "--preset", "tiny", "--out", tmp_path / "lab")
+    assert result.returncode == 2 and "unknown lab preset 'tiny'" in result.stderr
