@@ -55,7 +55,9 @@ def test_write_report_files(tmp_path, runs):
     text = page.read_text(encoding="utf-8")
     # self-contained: embedded PNGs (valid ones), no scripts, no external URLs
     images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', text)
-    assert len(images) >= 2
+    assert len(images) >= 4
+    for figure in ("empirical support categories", "answer and token entropy per run"):
+        assert f'alt="{figure}" src="data:image/png;base64,' in text
     assert all(base64.b64decode(b).startswith(b"\x89PNG") for b in images)
     assert "<script" not in text.lower()
     assert "http://" not in text and "https://" not in text

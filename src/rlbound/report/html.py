@@ -41,8 +41,16 @@ from rlbound.report.export import (  # passk_rows re-exported: the CLI's `rlboun
 )
 
 __all__ = ["passk_rows", "render_html", "write_report"]
-from rlbound.report.plots import accuracy_histogram_png, passk_curves_png, perplexity_png, png_data_uri, run_color
-from rlbound.report.plots import pattern_rates_png
+from rlbound.report.plots import (
+    accuracy_histogram_png,
+    entropy_pairs_png,
+    passk_curves_png,
+    pattern_rates_png,
+    perplexity_png,
+    png_data_uri,
+    run_color,
+    support_bars_png,
+)
 
 _CSS = """
 body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 2em auto;
@@ -155,6 +163,15 @@ def _support_section(data: ReportData) -> str:
         )
     ths = "".join(f'<th class="l">{h}</th>' if j < 2 else f"<th>{_e(h)}</th>" for j, h in enumerate(head))
     table = f"<table><tr>{ths}</tr>{''.join(rows)}</table>" if rows else ""
+    shown = [c for c in data.comparisons if c.support is not None]
+    if shown:
+        png = support_bars_png(
+            [f"{c.run} vs {c.reference}" for c in shown],
+            [{"P": c.support.metrics.P, "S": c.support.metrics.S, "E": c.support.metrics.E,
+              "O": c.support.metrics.O} for c in shown],
+            [c.support.k for c in shown],
+        )
+        table = f'<img alt="empirical support categories" src="{png_data_uri(png)}">' + table
     zeta = next((c.support.zeta for c in data.comparisons if c.support is not None), None)
     zeta_txt = f"ζ = {zeta:g}" if zeta is not None else "ζ"
     return (
@@ -183,7 +200,13 @@ def _entropy_section(data: ReportData) -> str:
         else:
             tok = '<span class="note">not available</span>'
         rows.append(f'<tr><td class="l">{_e(s.label)}</td><td>{ans}</td><td>{tok}</td></tr>')
+    def trio(x):
+        return None if x is None or not getattr(x, "available", True) else (x.mean, x.lo, x.hi)
+
+    png = entropy_pairs_png([s.label for s in data.runs], [trio(s.answer_entropy) for s in data.runs],
+                            [trio(s.token_entropy) for s in data.runs])
     parts = [
+        f'<img alt="answer and token entropy per run" src="{png_data_uri(png)}">'
         '<table><tr><th class="l">run</th><th>answer entropy (nats)</th><th>token entropy (nats)</th></tr>'
         + "".join(rows) + "</table>",
         '<p class="note">Answer entropy: per problem −Σ p ln p over the distinct extracted answers (all '

@@ -4,6 +4,10 @@
 - :func:`accuracy_histogram_png`: the per-problem accuracy histogram, runs side by side.
 - :func:`perplexity_png`: the distribution of log PPL per (scored run, scorer) pair: overlaid
   histograms and a box plot.
+- :func:`support_bars_png`: per comparison, one stacked bar of its problems split into P (both
+  solve), S (only the reference), E (only the run), O (neither).
+- :func:`entropy_pairs_png`: answer entropy and token entropy per run with their intervals, side
+  by side.
 - :func:`png_data_uri`: ``data:image/png;base64,…`` for an ``<img src>``.
 
 Figures are built on ``matplotlib.figure.Figure`` with an explicit Agg canvas, so nothing here
@@ -154,4 +158,53 @@ def pattern_rates_png(labels: Sequence[str], categories: Sequence[str], rates: S
     ax.set_title("reasoning patterns (whiskers: bootstrap band over problems)", fontsize=10)
     ax.grid(True, axis="y", alpha=0.3)
     ax.legend(fontsize=8)
+    return _png(fig)
+
+
+SUPPORT_COLORS = {"P": "#4c72b0", "S": "#dd8452", "E": "#55a868", "O": "#c8c8c8"}
+SUPPORT_NAMES = {"P": "both solve (P)", "S": "reference only: shrunk (S)", "E": "run only: expanded (E)",
+                 "O": "neither (O)"}
+
+
+def support_bars_png(labels: Sequence[str], counts: Sequence[dict[str, int]], k: Sequence[int]) -> bytes:
+    """One horizontal stacked bar per comparison: its P, S, E, O problem counts, labelled."""
+    fig = Figure(figsize=(8.0, 0.7 + 0.55 * max(len(labels), 1)))
+    ax = fig.add_subplot()
+    y = np.arange(len(labels))[::-1]
+    for row, (label, cnt) in enumerate(zip(labels, counts)):
+        left = 0
+        for cat in ("P", "S", "E", "O"):
+            value = cnt.get(cat, 0)
+            ax.barh(y[row], value, left=left, color=SUPPORT_COLORS[cat],
+                    label=SUPPORT_NAMES[cat] if row == 0 else None)
+            if value:
+                ax.text(left + value / 2, y[row], str(value), ha="center", va="center", fontsize=8)
+            left += value
+    ax.set_yticks(y)
+    ax.set_yticklabels([f"{_text(lab)} (k = {kk})" for lab, kk in zip(labels, k)], fontsize=8)
+    ax.set_xlabel("problems")
+    ax.set_title("empirical support: problems solved within k samples", fontsize=10)
+    ax.legend(fontsize=7, ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.35 if len(labels) < 3 else -0.2))
+    return _png(fig)
+
+
+def entropy_pairs_png(labels: Sequence[str], answer: Sequence[tuple[float, float, float] | None],
+                      token: Sequence[tuple[float, float, float] | None]) -> bytes:
+    """Answer entropy and token entropy per run (point and interval), in two panels."""
+    fig = Figure(figsize=(8.0, 0.9 + 0.45 * max(len(labels), 1)))
+    y = np.arange(len(labels))[::-1]
+    for panel, (title, values) in enumerate((("answer entropy (nats)", answer), ("token entropy (nats)", token))):
+        ax = fig.add_subplot(1, 2, panel + 1)
+        for row, value in enumerate(values):
+            if value is None or not np.isfinite(value[0]):
+                continue
+            mean, lo, hi = value
+            lo = mean if lo is None or not np.isfinite(lo) else lo
+            hi = mean if hi is None or not np.isfinite(hi) else hi
+            ax.errorbar(mean, y[row], xerr=[[mean - lo], [hi - mean]], fmt="o", color=run_color(row), capsize=3)
+        ax.set_yticks(y)
+        ax.set_yticklabels([_text(lab) for lab in labels] if panel == 0 else [], fontsize=8)
+        ax.set_title(title, fontsize=9)
+        ax.grid(True, axis="x", alpha=0.3)
+        ax.set_ylim(-0.7, len(labels) - 0.3)
     return _png(fig)
