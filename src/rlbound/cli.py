@@ -349,6 +349,53 @@ def fit_tiny(
     typer.echo(f"model: {out} (trained in {fit.wall_s:.0f} s; held-out pass@1: {accuracy})")
 
 
+@app.command()
+def train(
+    algo: str = typer.Option("grpo", "--algo", "-a", help="Algorithm: ppo, grpo, dr_grpo, rloo, reinforce_pp, remax, dapo, psr, nsr, w_reinforce, prerl, nsr_prerl, psr_prerl, dsrl."),
+    model: str = typer.Option(..., "--model", "-m", help="Starting model: a tiny model directory or a transformers model."),
+    task: str = typer.Option(..., "--task", "-t", help="Training task name or a JSONL/JSON/Parquet file."),
+    task_option: List[str] = typer.Option([], "--task-option", "-O", help="Task option KEY=VALUE (repeatable), e.g. -O split=train."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output directory: metrics.jsonl, checkpoint/, model/ (resumed if it exists)."),
+    engine: str = typer.Option("tiny", "--engine", "-e", help="tiny or hf (small models on CPU)."),
+    steps: int = typer.Option(40, help="Policy updates."),
+    prompts_per_step: int = typer.Option(16, help="Problems per rollout batch."),
+    group_size: int = typer.Option(8, help="Samples per problem."),
+    lr: float = typer.Option(1e-4, help="Learning rate."),
+    temperature: float = typer.Option(1.0, help="Rollout temperature."),
+    max_tokens: int = typer.Option(160, help="Longest response."),
+    kl_coef: Optional[float] = typer.Option(None, help="KL-to-reference weight (default: the algorithm's)."),
+    entropy_coef: Optional[float] = typer.Option(None, help="Entropy bonus weight (default: the algorithm's)."),
+    reward: str = typer.Option("correct", help="Reward: correct, random, inverse, format_only."),
+    reward_p: float = typer.Option(0.5, help="Success probability of the random reward."),
+    one_shot: bool = typer.Option(False, help="Train on the task's first problem only."),
+    dsrl_switch: int = typer.Option(10, help="DSRL: NSR-PreRL steps before GRPO."),
+    updates_per_batch: int = typer.Option(1, help="Optimiser passes over each rollout batch."),
+    minibatches: int = typer.Option(1, help="Minibatches per pass."),
+    checkpoint_every: int = typer.Option(10, help="Steps between checkpoints."),
+    seed: int = typer.Option(0, help="Run seed."),
+) -> None:
+    """Train a model with a policy-gradient algorithm on verifiable rewards (resumable)."""
+    from rlbound.train.config import TrainerConfig
+    from rlbound.train.loop import train_rl
+
+    if reward == "incorrect_label":
+        raise RlboundError("the incorrect_label reward needs the base model's labels; the lab computes them "
+                           "(rlbound lab run), the command line does not yet")
+    config = TrainerConfig(
+        algo=algo, steps=steps, prompts_per_step=prompts_per_step, group_size=group_size, lr=lr,
+        temperature=temperature, max_tokens=max_tokens, kl_coef=kl_coef, entropy_coef=entropy_coef,
+        reward=reward, reward_p=reward_p, one_shot=one_shot, dsrl_switch=dsrl_switch,
+        updates_per_batch=updates_per_batch, minibatches=minibatches, checkpoint_every=checkpoint_every,
+        seed=seed,
+    )
+    result = train_rl(model, _build_task(task, _task_options(task_option)), config, out, engine=engine)
+    last = result.metrics[-1] if result.metrics else {}
+    typer.echo(f"trained {config.steps} steps of {algo}; last step reward {last.get('reward', float('nan')):.3f}, "
+               f"accuracy {last.get('accuracy', float('nan')):.3f}")
+    typer.echo(f"metrics: {Path(out) / 'metrics.jsonl'}")
+    typer.echo(f"model: {result.model_dir}")
+
+
 lab_app = typer.Typer(
     help="The lab: a reasoning world small enough to pretrain, train and measure on a CPU in minutes.",
     no_args_is_help=True,

@@ -268,8 +268,10 @@ class TinyLlama(nn.Module):
         cache: KVCache | None = None,
         key_valid: torch.Tensor | None = None,
         last_only: bool = False,
+        hidden: bool = False,
     ) -> torch.Tensor:
-        """Logits ``[batch, t, vocab]`` (``[batch, vocab]`` with ``last_only``).
+        """Logits ``[batch, t, vocab]`` (``[batch, vocab]`` with ``last_only``); with ``hidden``
+        the final normalised hidden states ``[batch, t, d_model]`` instead (a value head's input).
 
         Without ``cache``: plain causal attention, positions ``0..t-1`` unless given.
         With ``cache``: the ``t`` new tokens occupy cache columns ``length .. length+t-1``;
@@ -317,4 +319,4 @@ class TinyLlama(nn.Module):
         if last_only:
             x = x[:, -1]
         x = F.rms_norm(x, (self.config.d_model,), self.norm, self.config.rms_norm_eps)
-        return F.linear(x, self.output_weight())
+        return x if hidden else F.linear(x, self.output_weight())

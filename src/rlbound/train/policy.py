@@ -1,0 +1,143 @@
+"""The model being trained, behind one small interface for the tiny and Hugging Face engines.
+
+A :class:`Policy` gives the training loop what it needs and nothing more:
+
+* ``engine()``: an engine over the *same* weights, for rollouts (no copy; generation runs under
+  ``inference_mode`` and puts the model back in training mode);
+* ``encode_prompt(text)``: the token ids the engine feeds for a rendered prompt (with BOS);
+* ``logits(ids, attention_mask)``: a differentiable forward pass over right-padded rows;
+* ``hidden(ids, attention_mask)``: the last hidden states (for a PPO value head);
+* ``bos_id`` / ``pad_id``; ``frozen_copy()`` (the KL reference); ``save(dir)``.
+
+What it does not do: sampling logic (the engines), losses (:mod:`rlbound.train.algorithms`).
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import torch
+
+from rlbound.errors import RlboundError
+
+__all__ = ["Policy", "load_policy"]
+
+
+class Policy:
+    """A trainable causal LM and its tokenizer (see the module docstring)."""
+
+    kind = ""
+    bos_id: int | None
+    pad_id: int
+
+    def engine(self):  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def encode_prompt(self, text: str) -> list[int]:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def logits(self, ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+    def hidden(self, ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+    def hidden_size(self) -> int:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def save(self, out_dir: str | Path, meta: dict) -> None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def parameters(self):
+        return self.model.parameters()
+
+    def frozen_copy(self) -> "Policy":
+        other = copy.copy(self)
+        other.model = copy.deepcopy(self.model).eval()
+        for p in other.model.parameters():
+            p.requires_grad_(False)
+        return other
+
+
+class TinyPolicy(Policy):
+    kind = "tiny"
+
+    def __init__(self, model, tokenizer, source: str):
+        self.model, self.tokenizer, self.source = model, tokenizer, source
+        self.bos_id, self.pad_id = tokenizer.bos_id, tokenizer.pad_id
+
+    def engine(self):
+        from rlbound.engines.tiny.engine import TinyEngine
+
+        return TinyEngine.from_model(self.model, self.tokenizer, label=self.source)
+
+    def encode_prompt(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text, bos=True)
+
+    def logits(self, ids, attention_mask):
+        return self.model(ids)  # right padding: causal attention never looks at later pads
+
+    def hidden(self, ids, attention_mask):
+        return self.model(ids, hidden=True)
+
+    def hidden_size(self) -> int:
+        return self.model.config.d_model
+
+    def save(self, out_dir, meta):
+        from rlbound.engines.tiny.checkpoint import save_model
+
+        save_model(self.model, self.tokenizer, out_dir, extra=meta)
+
+
+class HFPolicy(Policy):
+    kind = "hf"
+
+    def __init__(self, engine):
+        self._engine = engine
+        self.model, self.tokenizer, self.source = engine.model, engine.tokenizer, engine.model_name
+        self.bos_id, self.pad_id = engine.bos_id, engine.pad_id
+
+    def engine(self):
+        return self._engine
+
+    def encode_prompt(self, text: str) -> list[int]:
+        return self._engine.encode_prompt(text)
+
+    def logits(self, ids, attention_mask):
+        return self.model(input_ids=ids, attention_mask=attention_mask).logits.float()
+
+    def hidden(self, ids, attention_mask):
+        out = self.model(input_ids=ids, attention_mask=attention_mask, output_hidden_states=True)
+        return out.hidden_states[-1].float()
+
+    def hidden_size(self) -> int:
+        return int(self.model.config.hidden_size)
+
+    def frozen_copy(self) -> "Policy":
+        other = super().frozen_copy()
+        other._engine = copy.copy(self._engine)
+        other._engine.model = other.model
+        return other
+
+    def save(self, out_dir, meta):
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        self.model.save_pretrained(out)
+        self.tokenizer.save_pretrained(out)
+        (out / "rlbound_training.json").write_text(__import__("json").dumps(meta, indent=1) + "\n")
+
+
+def load_policy(model: str | Path, engine: str = "tiny", device: str = "cpu") -> Policy:
+    """The trainable policy for a tiny model directory or a transformers model."""
+    if engine == "tiny":
+        from rlbound.engines.tiny.checkpoint import load_model
+
+        tiny, tokenizer = load_model(model, device=device)
+        return TinyPolicy(tiny, tokenizer, str(model))
+    if engine == "hf":
+        from rlbound.engines.hf import hf_engine
+
+        loaded = hf_engine(str(model), device=device, dtype="float32")
+        return HFPolicy(loaded)
+    raise RlboundError(f"train: engine {engine!r} cannot be trained here; use tiny or hf")
