@@ -29,8 +29,9 @@ from rlbound.engines.base import SamplingParams, sample_seed
 from rlbound.engines.tiny import TinyEngine
 from rlbound.engines.tiny.model import TinyConfig
 from rlbound.engines.tiny.train import train_next_token
-from rlbound.lab.config import LabConfig
+from rlbound.lab.config import WorldConfig
 from rlbound.lab.corpus import FAMILIES, lab_task
+from rlbound.lab.pipeline import read_corpus, trained_tokens
 from rlbound.progress import set_quiet
 from rlbound.tasks.templates import get_template
 
@@ -55,23 +56,20 @@ def main() -> None:
         print(f"  {stage['name']:<28} {stage['wall_s']:8.1f} s{'  (cached)' if stage['cached'] else ''}")
     print(f"  {'total':<28} {total:8.1f} s")
 
-    config = LabConfig()
+    batch_size = record["config"]["pretrain"]["batch_size"]
     corpus_stage = next(s for s in record["stages"] if s["name"] == "corpus-base")
-    with open(Path(corpus_stage["path"]) / "corpus.jsonl") as handle:
-        pairs = [(row["prompt"], row["completion"]) for row in map(json.loads, handle)]
+    pairs = read_corpus(corpus_stage["path"])
     shape = TinyConfig(**record["config"]["model"])
     t0 = time.perf_counter()
-    result = train_next_token(shape, pairs, steps=args.steps, batch_size=config.pretrain.batch_size, seed=0)
+    result = train_next_token(shape, pairs, steps=args.steps, batch_size=batch_size, seed=0)
     wall = time.perf_counter() - t0
-    chars = sum(len(p) + len(c) + 2 for p, c in pairs) / len(pairs) * config.pretrain.batch_size * result.steps
-    print(f"pretraining: {args.steps} steps of {config.pretrain.batch_size} in {wall:.1f} s: "
-          f"{chars / wall:,.0f} tokens/s ({args.steps / wall:.2f} steps/s, {torch.get_num_threads()} threads)")
+    tokens = trained_tokens(pairs, batch_size, result.steps)
+    print(f"pretraining: {args.steps} steps of {batch_size} in {wall:.1f} s: "
+          f"{tokens / wall:,.0f} tokens/s ({args.steps / wall:.2f} steps/s, {torch.get_num_threads()} threads)")
 
     engine = TinyEngine(record["models"]["base"])
     params = SamplingParams(temperature=1.0, max_tokens=record["config"]["sampling"]["max_tokens"])
     template = get_template("plain")
-    from rlbound.lab.config import WorldConfig
-
     world = WorldConfig(**record["config"]["world"])
     for family in FAMILIES:
         problems = lab_task(family, world, args.problems).problems

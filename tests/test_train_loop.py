@@ -70,9 +70,7 @@ def _logprob(model, tok, prompt: str, response: str) -> float:
 def test_one_update_raises_the_rewarded_response_and_lowers_the_other(algo):
     from rlbound.train.loop import _update
     from rlbound.train.policy import TinyPolicy
-    from rlbound.train.sequences import gather_logprobs, policy_inputs, token_entropy
-    from rlbound.train.algorithms import (TOKEN_LEVEL_ADVANTAGES, filter_keep, kl_estimate, policy_loss,
-                                          sequence_advantages, token_advantages, value_loss)
+    from rlbound.train.algorithms import TOKEN_LEVEL_ADVANTAGES, filter_keep, sequence_advantages
 
     torch.manual_seed(1)
     tok = CharTokenizer()
@@ -98,8 +96,7 @@ def test_one_update_raises_the_rewarded_response_and_lowers_the_other(algo):
     optimizer = torch.optim.SGD(policy.parameters(), lr=0.5)
     config = TrainerConfig(algo=algo, lr=0.5, warmup=1, grad_clip=0)
     _update(policy, policy.frozen_copy(), critic, optimizer, critic_opt, algo_obj, config, 0, [prompt, prompt], responses,
-            keep, adv, rewards, policy_inputs, gather_logprobs, token_entropy, policy_loss,
-            token_advantages, kl_estimate, value_loss)
+            keep, adv, rewards)
     after = {r: _logprob(policy.model, tok, "Q: 1+1\nA: ", r) for r in ("2", "7")}
     if algo != "nsr":  # NSR only pushes the wrong response down
         assert after["2"] > before["2"]

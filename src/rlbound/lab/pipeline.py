@@ -36,13 +36,14 @@ from rlbound.lab.corpus import (
     FAMILIES,
     SELF_TRAIN_OFFSET,
     build_corpus,
+    check_corpus_config,
     corpus_problem_count,
     corpus_stats,
     lab_task,
 )
 from rlbound.progress import note, progress
 
-__all__ = ["LabResult", "StageRecord", "run_lab"]
+__all__ = ["LabResult", "StageRecord", "read_corpus", "run_lab", "trained_tokens"]
 
 STAGE_FORMAT = 1
 STAGE_FILE = "stage.json"
@@ -121,9 +122,15 @@ def _write_corpus(config: LabConfig, which: str, path: Path) -> dict:
     return {"traces": len(examples), "corpus": corpus_stats(examples)}
 
 
-def _read_corpus(stage: StageRecord) -> list[tuple[str, str]]:
-    with open(Path(stage.path) / "corpus.jsonl") as handle:
+def read_corpus(stage_dir: str | Path) -> list[tuple[str, str]]:
+    """The (prompt, completion) pairs a corpus stage wrote."""
+    with open(Path(stage_dir) / "corpus.jsonl") as handle:
         return [(row["prompt"], row["completion"]) for row in map(json.loads, handle)]
+
+
+def trained_tokens(pairs: list[tuple[str, str]], batch_size: int, steps: int) -> float:
+    """Tokens ``steps`` steps of ``batch_size`` examples see on average (characters + BOS + EOS)."""
+    return sum(len(p) + len(c) + 2 for p, c in pairs) / len(pairs) * batch_size * steps
 
 
 def _pretrain(config: LabConfig, which: str, corpus: StageRecord, start: str | None, path: Path) -> dict:
@@ -132,7 +139,7 @@ def _pretrain(config: LabConfig, which: str, corpus: StageRecord, start: str | N
     from rlbound.engines.tiny.train import train_next_token
 
     train = getattr(config, which)
-    pairs = _read_corpus(corpus)
+    pairs = read_corpus(corpus.path)
     result = train_next_token(
         start or TinyConfig(**config.model.as_dict()), pairs, steps=train.steps, batch_size=train.batch_size, lr=train.lr,
         warmup=train.warmup, seed=train.seed, out_dir=path / "model",
@@ -140,9 +147,9 @@ def _pretrain(config: LabConfig, which: str, corpus: StageRecord, start: str | N
         description=which.replace("_", " "),
     )
     shutil.rmtree(path / "checkpoint", ignore_errors=True)
-    chars = sum(len(p) + len(c) + 2 for p, c in pairs) / len(pairs) * train.batch_size * result.steps
+    tokens = trained_tokens(pairs, train.batch_size, result.steps)
     return {"final_loss": round(result.final_loss, 4), "train_wall_s": round(result.wall_s, 1),
-            "tokens_per_s": round(chars / max(result.wall_s, 1e-9))}
+            "tokens_per_s": round(tokens / max(result.wall_s, 1e-9))}
 
 
 def _sampling_params(config: LabConfig, temperature: float | None = None):
@@ -188,15 +195,14 @@ def _finetune_on_correct(config: LabConfig, which: str, sampler_dir: str, studen
     return {"examples": len(pairs), "offered": offered, "final_loss": round(result.final_loss, 4)}
 
 
-def _evaluate(config: LabConfig, model_dir: str, family: str, label: str, path: Path) -> dict:
+def _evaluate(config: LabConfig, model_dir: str, task, label: str, path: Path) -> dict:
     from rlbound.engines.base import load_engine
     from rlbound.sampler import sample_run
     from rlbound.verify.base import load_verifier
 
-    task = lab_task(family, config.world, config.world.test_problems)
     stats = sample_run(path / "run", task, load_engine("tiny", model_dir), load_verifier(task.verifier),
                        _sampling_params(config), config.sampling.n, seed=config.sampling.seed,
-                       label=f"{label} on {family}")
+                       label=f"{label} on {task.name}")
     return {"sampled": stats.sampled}
 
 
@@ -211,9 +217,9 @@ def run_lab(out: str | Path, config: LabConfig, preset_name: str = "default") ->
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     for which in ("base_corpus", "teacher_corpus"):
-        from rlbound.lab.corpus import check_corpus_config
-
         check_corpus_config(getattr(config, which), which)
+    if config.pretrain.init != "scratch" or config.teacher_pretrain.init not in ("scratch", "base"):
+        raise RlboundError("pretrain.init must be 'scratch'; teacher_pretrain.init 'scratch' or 'base'")
     stages = _Stages(out)
     world = config.world.as_dict()
     corpora = {
@@ -222,8 +228,6 @@ def run_lab(out: str | Path, config: LabConfig, preset_name: str = "default") ->
         for which in ("base_corpus", "teacher_corpus")
     }
     models: dict[str, tuple[str, str]] = {}  # name -> (model dir, stage key)
-    if config.pretrain.init != "scratch" or config.teacher_pretrain.init not in ("scratch", "base"):
-        raise RlboundError("pretrain.init must be 'scratch'; teacher_pretrain.init 'scratch' or 'base'")
     for name, corpus, train in (("base", "base_corpus", "pretrain"), ("teacher", "teacher_corpus", "teacher_pretrain")):
         start = models["base"] if getattr(config, train).init == "base" else None
         record = stages.run(
@@ -246,13 +250,14 @@ def run_lab(out: str | Path, config: LabConfig, preset_name: str = "default") ->
         )
         models[name] = (str(Path(record.path) / "model"), record.key)
 
+    test_tasks = {f: lab_task(f, config.world, config.world.test_problems) for f in FAMILIES}
     runs_by_family: dict[str, list] = {f: [] for f in FAMILIES}
     for name, (model_dir, key) in models.items():
         for family in FAMILIES:
             record = stages.run(
                 f"eval-{name}-{family}",
                 {"model": key, "world": world, "sampling": config.sampling.as_dict()},
-                lambda p, m=model_dir, f=family, n=name: _evaluate(config, m, f, n, p),
+                lambda p, m=model_dir, f=family, n=name: _evaluate(config, m, test_tasks[f], n, p),
             )
             runs_by_family[family].append(load_run(Path(record.path) / "run").samples)
             runs_by_family[family][-1].label = name
@@ -260,8 +265,7 @@ def run_lab(out: str | Path, config: LabConfig, preset_name: str = "default") ->
     stage_rows = [r.as_dict() for r in stages.records]
     reports, summary = {}, []
     for family, runs in runs_by_family.items():
-        task = lab_task(family, config.world, config.world.test_problems)
-        groups = {p.id: p.metadata["class"] for p in task.problems}
+        groups = {p.id: p.metadata["class"] for p in test_tasks[family].problems}
         reports[family] = write_report(
             runs, out / "report" / family, title=f"rlbound lab ({preset_name}): {family}",
             groups=groups, stages=stage_rows,

@@ -64,9 +64,6 @@ BACKTRACK_MARKER = "back"
 SHORT_PROGRAM_STATEMENTS = 3
 _OPS = "+-*/"
 
-Tree = "int | tuple"  # an expression tree: an int leaf or (op, left, right)
-
-
 # ------------------------------------------------------------------------------ countdown
 
 
@@ -82,56 +79,55 @@ def _moves(tree, value: int, number: int):
 
 
 def chain_solution(numbers, target: int, rng: random.Random | None = None):
-    """A chain solution as an expression tree, or None if there is none.
+    """A chain solution as an expression tree (an int leaf or ``(op, left, right)``), or None.
 
-    Without ``rng`` the search order is fixed (the first solution found); with it, numbers and
-    moves are tried in a random order, so different draws give different solutions.
+    Without ``rng`` the search order is fixed (the first solution found, cached); with it,
+    numbers and moves are tried in a random order, so different draws give different solutions.
     """
     numbers = tuple(numbers)
     if rng is None:
         return _first_chain(numbers, target)
 
-    def order(items):
+    def shuffled(items):
         items = list(items)
         rng.shuffle(items)
         return items
 
+    return _search_chain(numbers, target, shuffled, skip_repeats=False)
+
+
+@lru_cache(maxsize=65536)
+def _first_chain(numbers: tuple[int, ...], target: int):
+    return _search_chain(numbers, target, list, skip_repeats=True)
+
+
+def _search_chain(numbers: tuple[int, ...], target: int, order, skip_repeats: bool):
+    """Depth-first search over chains: ``order(items)`` is the order numbers and moves are tried
+    in; ``skip_repeats`` skips a number equal to one already tried at the same depth (the same
+    subtree, so the same outcome)."""
+
+    def numbers_to_try(rest):
+        tried = set()
+        for i in order(range(len(rest))):
+            if skip_repeats and rest[i] in tried:
+                continue
+            tried.add(rest[i])
+            yield i
+
     def dfs(tree, value, rest):
         if value == target and not isinstance(tree, int):
             return tree
-        for i in order(range(len(rest))):
+        for i in numbers_to_try(rest):
             for new_tree, new_value in order(_moves(tree, value, rest[i])):
                 found = dfs(new_tree, new_value, rest[:i] + rest[i + 1:])
                 if found is not None:
                     return found
         return None
 
-    for i in order(range(len(numbers))):
+    for i in numbers_to_try(numbers):
         found = dfs(numbers[i], numbers[i], numbers[:i] + numbers[i + 1:])
         if found is not None:
             return found
-    return None
-
-
-@lru_cache(maxsize=65536)
-def _first_chain(numbers: tuple[int, ...], target: int):
-    def dfs(tree, value, rest):
-        if value == target and not isinstance(tree, int):
-            return tree
-        for i, number in enumerate(rest):
-            if number in rest[:i]:
-                continue
-            for new_tree, new_value in _moves(tree, value, number):
-                found = dfs(new_tree, new_value, rest[:i] + rest[i + 1:])
-                if found is not None:
-                    return found
-        return None
-
-    for i, first in enumerate(numbers):
-        if first not in numbers[:i]:
-            found = dfs(first, first, numbers[:i] + numbers[i + 1:])
-            if found is not None:
-                return found
     return None
 
 

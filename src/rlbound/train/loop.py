@@ -40,10 +40,27 @@ from typing import Sequence
 
 import torch
 
+from rlbound.engines.base import SamplingParams, sample_seed
 from rlbound.errors import RlboundError
 from rlbound.progress import progress
 from rlbound.tasks.base import Task
+from rlbound.tasks.templates import get_template
+from rlbound.train.algorithms import (
+    TOKEN_LEVEL_ADVANTAGES,
+    algorithm_at,
+    filter_keep,
+    kl_estimate,
+    policy_loss,
+    sequence_advantages,
+    shape_rewards,
+    token_advantages,
+    value_loss,
+)
 from rlbound.train.config import TrainerConfig
+from rlbound.train.policy import load_policy
+from rlbound.train.rewards import make_reward
+from rlbound.train.sequences import gather_logprobs, policy_inputs, token_entropy
+from rlbound.verify import verify_batch
 
 __all__ = ["RLResult", "train_rl"]
 
@@ -76,8 +93,6 @@ class _Critic(torch.nn.Module):
 
 
 def _algorithm(config: TrainerConfig, step: int):
-    from rlbound.train.algorithms import algorithm_at
-
     return algorithm_at(config.algo, step, config.dsrl_switch)
 
 
@@ -109,23 +124,6 @@ def train_rl(model: str | Path, tasks: Task | Sequence[Task], config: TrainerCon
     (problem id → a wrong answer, e.g. :func:`rlbound.train.rewards.majority_wrong_labels` of the
     base model's samples) is what the ``incorrect_label`` reward pays for. ``stop_at`` stops after
     that many steps with a checkpoint (as an interruption would; the next call resumes)."""
-    from rlbound.engines.base import SamplingParams, sample_seed
-    from rlbound.tasks.templates import get_template
-    from rlbound.train.algorithms import (
-        TOKEN_LEVEL_ADVANTAGES,
-        filter_keep,
-        kl_estimate,
-        shape_rewards,
-        policy_loss,
-        sequence_advantages,
-        token_advantages,
-        value_loss,
-    )
-    from rlbound.train.policy import load_policy
-    from rlbound.train.rewards import make_reward
-    from rlbound.train.sequences import gather_logprobs, policy_inputs, token_entropy
-    from rlbound.verify import verify_batch
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     first = _algorithm(config, 0)
@@ -201,7 +199,7 @@ def train_rl(model: str | Path, tasks: Task | Sequence[Task], config: TrainerCon
             groups = torch.tensor([g for g in range(len(batch)) for _ in range(config.group_size)])
             pids = [p.id for p in batch for _ in range(config.group_size)]
             refs = [p.reference for p in batch for _ in range(config.group_size)]
-            verdicts = _verify(verify_batch, [verifier_of[i] for i in pids], refs, [s.text for s in samples])
+            verdicts = _verify([verifier_of[i] for i in pids], refs, [s.text for s in samples])
             rewards = torch.tensor(reward_fn(pids, verdicts, step=step), dtype=torch.float32)
             correct = torch.tensor([v.correct for v in verdicts])
             lengths = torch.tensor([len(s.token_ids) for s in samples], dtype=torch.float32)
@@ -209,7 +207,7 @@ def train_rl(model: str | Path, tasks: Task | Sequence[Task], config: TrainerCon
             greedy_rewards = None
             if algo.needs_greedy:
                 greedy = engine_now.generate(prompts, greedy_params, [[0] for _ in batch])
-                g_verdicts = _verify(verify_batch, [verifier_of[p.id] for p in batch],
+                g_verdicts = _verify([verifier_of[p.id] for p in batch],
                                      [p.reference for p in batch], [g[0].text for g in greedy])
                 per_prompt = torch.tensor(reward_fn([p.id for p in batch], g_verdicts, step=step),
                                           dtype=torch.float32)
@@ -224,9 +222,7 @@ def train_rl(model: str | Path, tasks: Task | Sequence[Task], config: TrainerCon
             if int(keep.sum()) > 0:
                 record.update(_update(policy, reference, critic, optimizer, critic_opt, algo, config, step,
                                       [policy.encode_prompt(prompts[g]) for g in groups.tolist()],
-                                      [s.token_ids for s in samples], keep, seq_adv, rewards,
-                                      policy_inputs, gather_logprobs, token_entropy, policy_loss,
-                                      token_advantages, kl_estimate, value_loss))
+                                      [s.token_ids for s in samples], keep, seq_adv, rewards))
             record["wall_s"] = round(time.perf_counter() - t0, 3)
             history.append(record)
             with open(metrics_path, "a") as handle:
@@ -250,7 +246,7 @@ def train_rl(model: str | Path, tasks: Task | Sequence[Task], config: TrainerCon
     return RLResult(final, history)
 
 
-def _verify(verify_batch, verifiers: list[str], references: list[str], texts: list[str]) -> list:
+def _verify(verifiers: list[str], references: list[str], texts: list[str]) -> list:
     """Verdicts in input order, each text checked by its own problem's verifier."""
     verdicts: list = [None] * len(texts)
     for name in sorted(set(verifiers)):
@@ -271,8 +267,7 @@ def _next_batch(order: list[int], n: int, size: int, generator) -> tuple[list[in
 
 
 def _update(policy, reference, critic, optimizer, critic_opt, algo, config, step, prompt_ids, response_ids,
-            keep, seq_adv, rewards, policy_inputs, gather_logprobs, token_entropy, policy_loss,
-            token_advantages, kl_estimate, value_loss) -> dict:
+            keep, seq_adv, rewards) -> dict:
     """One rollout batch's optimiser steps; returns the batch's loss metrics."""
     rows = keep.nonzero().flatten().tolist()
     prompt_ids = [prompt_ids[i] for i in rows]

@@ -162,9 +162,10 @@ def train_next_token(
         state = load_training_state(label) if resume else None
     elif isinstance(model, TinyConfig):
         model = TinyLlama(model)
-    if checkpoint_dir is not None and load_training_state(checkpoint_dir) is not None:
+    checkpoint_state = load_training_state(checkpoint_dir) if checkpoint_dir is not None else None
+    if checkpoint_state is not None:
         model, tokenizer = load_model(checkpoint_dir)
-        state = load_training_state(checkpoint_dir)
+        state = checkpoint_state
     tokenizer = tokenizer or CharTokenizer()
     if tokenizer.vocab_size != model.config.vocab_size:
         raise RlboundError(
