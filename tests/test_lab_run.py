@@ -10,7 +10,7 @@ import pytest
 
 pytestmark = pytest.mark.slow
 
-MODELS = ["base", "teacher", "distilled", "self-trained"]
+MODELS = ["base", "teacher", "distilled", "self-trained", "grpo"]
 
 
 def lab(*args, cwd=None):
@@ -28,8 +28,9 @@ def test_quick_lab_end_to_end_cached_and_partly_rerun(tmp_path):
     assert first.returncode == 0, first.stderr[-3000:]
     record = json.loads((out / "lab.json").read_text())
     stages = _stages(out)
-    expected = {"corpus-base", "corpus-teacher", "pretrain-base", "pretrain-teacher", "distill",
-                "self-train"} | {f"eval-{m}-{f}" for m in MODELS for f in ("countdown", "programs")}
+    expected = ({"corpus-base", "corpus-teacher", "pretrain-base", "pretrain-teacher", "distill",
+                 "self-train", "rl-grpo", "train-eval-base-programs", "train-eval-grpo-programs"}
+                | {f"eval-{m}-{f}" for m in MODELS for f in ("countdown", "programs")})
     assert set(stages) == expected
     assert not any(s["cached"] for s in stages.values())
     assert all(s["wall_s"] > 0 for s in stages.values())
@@ -42,6 +43,15 @@ def test_quick_lab_end_to_end_cached_and_partly_rerun(tmp_path):
     # the base model learned something on programs (most of its short programs are solved at k = 64)
     base_programs = next(r for r in record["summary"] if r["family"] == "programs" and r["model"] == "base")
     assert base_programs["pass@64"] > 0.3
+    # a short GRPO run (20 steps on 100 programs problems) raises pass@1 on the problems it trained
+    # on, measured by re-sampling the base and the trained model on them (100 problems x 8 samples)
+    grpo_programs = next(r for r in record["summary"] if r["family"] == "programs" and r["model"] == "grpo")
+    assert stages["rl-grpo"]["steps"] == 20
+    assert grpo_programs["train_pass@1"] > base_programs["train_pass@1"] + 0.03
+    assert grpo_programs["train_pass@1_ci"][0] <= grpo_programs["train_pass@1"] <= grpo_programs["train_pass@1_ci"][1]
+    for row in record["summary"]:
+        assert row["delta_se"] == pytest.approx(base_of(record, row["family"])["pass@64"] - row["pass@1"])
+        assert row["solved"] + row["only_base"] - row["only_model"] == base_of(record, row["family"])["solved"]
     for family in ("countdown", "programs"):
         page = (out / "report" / family / "report.html").read_text()
         assert "By problem group" in page and "Stages" in page and "pretrain-base" in page
@@ -57,11 +67,16 @@ def test_quick_lab_end_to_end_cached_and_partly_rerun(tmp_path):
     assert json.loads((out / "lab.json").read_text())["summary"] == record["summary"]
 
     knob = tmp_path / "slower.toml"
-    knob.write_text("[self_train]\nlr = 1e-4\n")
+    knob.write_text("[self_train]\nlr = 1e-4\n[rl]\nsteps = 4\n")
     changed = lab("run", "--preset", "quick", "--config", knob, "--out", out)
     assert changed.returncode == 0, changed.stderr[-3000:]
     rebuilt = {name for name, s in _stages(out).items() if not s["cached"]}
-    assert rebuilt == {"self-train", "eval-self-trained-countdown", "eval-self-trained-programs"}
+    assert rebuilt == {"self-train", "eval-self-trained-countdown", "eval-self-trained-programs",
+                       "rl-grpo", "eval-grpo-countdown", "eval-grpo-programs", "train-eval-grpo-programs"}
+
+
+def base_of(record, family):
+    return next(r for r in record["summary"] if r["family"] == family and r["model"] == "base")
 
 
 def test_lab_config_prints_a_file_that_runs_back(tmp_path):

@@ -147,3 +147,20 @@ def test_a_small_hugging_face_model_trains_on_cpu(algo, tmp_path):
     after = AutoModelForCausalLM.from_pretrained(result.model_dir).state_dict()
     assert any(not torch.equal(before[k], after[k]) for k in before)
     assert (result.model_dir / "rlbound_training.json").exists()
+
+
+def test_cli_incorrect_label_reward_takes_labels_from_a_base_run(small_model, tmp_path):
+    from tests.stored_runs import write_run
+
+    ids = [p.id for p in arithmetic_task(n=2, difficulty=1).problems]
+    base = write_run(tmp_path / "base", "base", {pid: [("w", 3, False, "ok"), ("r", 3, True, "ok")] for pid in ids})
+    cmd = [sys.executable, "-m", "rlbound.cli", "--quiet", "train", "--algo", "grpo", "--model", str(small_model),
+           "--task", "arithmetic", "-O", "n=2", "-O", "difficulty=1", "--out", str(tmp_path / "spurious"),
+           "--steps", "1", "--prompts-per-step", "2", "--group-size", "2", "--max-tokens", "8",
+           "--reward", "incorrect_label"]
+    refused = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 2 and "--labels-from" in refused.stderr
+    assert refused.stderr.strip().count("\n") == 0
+    done = subprocess.run(cmd + ["--labels-from", str(base)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "trained 1 steps of grpo" in done.stdout

@@ -365,7 +365,8 @@ def train(
     max_tokens: int = typer.Option(160, help="Longest response."),
     kl_coef: Optional[float] = typer.Option(None, help="KL-to-reference weight (default: the algorithm's)."),
     entropy_coef: Optional[float] = typer.Option(None, help="Entropy bonus weight (default: the algorithm's)."),
-    reward: str = typer.Option("correct", help="Reward: correct, random, inverse, format_only."),
+    reward: str = typer.Option("correct", help="Reward: correct, random, inverse, format_only, incorrect_label."),
+    labels_from: Optional[Path] = typer.Option(None, "--labels-from", help="incorrect_label reward: a run of the base model on the training task; each problem's label is its most frequent wrong answer."),
     reward_p: float = typer.Option(0.5, help="Success probability of the random reward."),
     one_shot: bool = typer.Option(False, help="Train on the task's first problem only."),
     dsrl_switch: int = typer.Option(10, help="DSRL: NSR-PreRL steps before GRPO."),
@@ -378,9 +379,14 @@ def train(
     from rlbound.train.config import TrainerConfig
     from rlbound.train.loop import train_rl
 
-    if reward == "incorrect_label":
-        raise RlboundError("the incorrect_label reward needs the base model's labels; the lab computes them "
-                           "(rlbound lab run), the command line does not yet")
+    labels = None
+    if labels_from is not None:
+        from rlbound.train.labels import labels_from_run
+
+        labels = labels_from_run(labels_from)
+    elif reward == "incorrect_label":
+        raise RlboundError("the incorrect_label reward needs wrong labels: pass --labels-from RUN, a run of the "
+                           "base model's samples on the training task (rlbound sample)")
     config = TrainerConfig(
         algo=algo, steps=steps, prompts_per_step=prompts_per_step, group_size=group_size, lr=lr,
         temperature=temperature, max_tokens=max_tokens, kl_coef=kl_coef, entropy_coef=entropy_coef,
@@ -388,7 +394,8 @@ def train(
         updates_per_batch=updates_per_batch, minibatches=minibatches, checkpoint_every=checkpoint_every,
         seed=seed,
     )
-    result = train_rl(model, _build_task(task, _task_options(task_option)), config, out, engine=engine)
+    result = train_rl(model, _build_task(task, _task_options(task_option)), config, out, engine=engine,
+                      labels=labels)
     last = result.metrics[-1] if result.metrics else {}
     typer.echo(f"trained {config.steps} steps of {algo}; last step reward {last.get('reward', float('nan')):.3f}, "
                f"accuracy {last.get('accuracy', float('nan')):.3f}")
@@ -405,19 +412,21 @@ app.add_typer(lab_app, name="lab")
 
 @lab_app.command("run")
 def lab_run(
-    preset: str = typer.Option("default", "--preset", "-p", help="quick (~3 min), default (~15 min) or full."),
+    preset: str = typer.Option("default", "--preset", "-p", help="quick (~3 min), default (~15 min) or full (~1 h, every RL algorithm)."),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML file overriding the preset's knobs (see `rlbound lab config`)."),
     out: Path = typer.Option(Path("runs/lab"), "--out", "-o", help="Lab directory; stages already built there are reused."),
 ) -> None:
-    """Build the world, pretrain base and teacher, distil, self-train, sample every model, report."""
+    """Build the world, pretrain base and teacher, distil, self-train, train with RL, sample every model, report."""
     from rlbound.lab.config import load_config
     from rlbound.lab.pipeline import run_lab
 
     result = run_lab(out, load_config(preset, config), preset_name=preset)
     for row in result.summary:
         k = row["k"]
+        trained = f"  train pass@1 {row['train_pass@1']:.3f}" if "train_pass@1" in row else ""
         typer.echo(f"{row['family']:<10} {row['model']:<13} pass@1 {row['pass@1']:.3f}  "
-                   f"pass@{k} {row[f'pass@{k}']:.3f}")
+                   f"pass@{k} {row[f'pass@{k}']:.3f}  solved {row['solved']}/{row['problems']} "
+                   f"(+{row['only_model']} -{row['only_base']} vs base)  ΔSE {row['delta_se']:+.3f}{trained}")
     for family, path in result.reports.items():
         typer.echo(f"report ({family}): {path}")
 

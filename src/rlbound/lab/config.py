@@ -1,13 +1,13 @@
 """The lab's typed configuration: every knob, the presets, and TOML in and out.
 
 A :class:`LabConfig` has one section per concern (``world``, ``base_corpus``, ``teacher_corpus``,
-``model``, ``pretrain``, ``teacher_pretrain``, ``distill``, ``self_train``, ``sampling``). Each
+``model``, ``pretrain``, ``teacher_pretrain``, ``distill``, ``self_train``, ``rl``, ``sampling``). Each
 field carries its help text, which :func:`config_toml` writes as comments, so
 ``rlbound lab config > lab.toml`` gives a file a user can edit and pass back with ``--config``.
 
 Presets (:data:`PRESETS`): ``quick`` (the test suite's: under 3 minutes on 2 cores, n = 64),
-``default`` (the README's main command: about 13 minutes, n = 256) and ``full`` (10 000+ steps
-of training, the teacher from scratch, 100 test problems per family). A config file overrides a preset key by key; unknown
+``default`` (the README's main command: under 15 minutes, n = 256, GRPO and DSRL) and ``full``
+(3x longer pretraining, the teacher from scratch, 40 test problems per family, every RL algorithm). A config file overrides a preset key by key; unknown
 sections or keys and wrongly typed values are one-line errors naming the file and the key.
 
 What it does not do: run anything (see :mod:`rlbound.lab.pipeline`).
@@ -117,6 +117,31 @@ class FinetuneConfig(_Section):
 
 
 @dataclass(frozen=True)
+class RLConfig(_Section):
+    """RL training of the base model on fresh training problems of both families, one model per algorithm."""
+
+    algorithms: list = knob(["grpo", "dsrl"], "Algorithms to train, each from the base model (rlbound train "
+                                             "--help lists the names; 'dsrl' is NSR-PreRL then GRPO).")
+    families: list = knob(["countdown", "programs"], "Families whose training problems the rollouts draw from "
+                                                     "(every model is still evaluated on both).")
+    problems: int = knob(300, "Fresh training problems per family the rollouts draw from.")
+    steps: int = knob(30, "Policy updates per algorithm.")
+    prompts_per_step: int = knob(16, "Problems per rollout batch, drawn from all the families' problems.")
+    group_size: int = knob(8, "Samples per problem (the group of GRPO, RLOO, DAPO, ...).")
+    lr: float = knob(1e-4, "AdamW learning rate (one for every algorithm, so they are compared at equal step size).")
+    max_tokens: int = knob(160, "Longest rollout response in characters.")
+    dsrl_switch: int = knob(10, "DSRL: steps of NSR-PreRL before it switches to GRPO.")
+    reward: str = knob("correct", "Reward: correct, random, inverse, format_only, or incorrect_label "
+                                        "(pays the base model's most frequent wrong answer).")
+    check_problems: int = knob(50, "RL training problems per family on which the base and every RL model are "
+                                   "re-sampled after training (training-set pass@1: did RL learn?).")
+    check_samples: int = knob(8, "Samples per problem of that check.")
+    trainer: dict = knob({}, "Any other trainer knob by name, e.g. { kl_coef = 0.01, updates_per_batch = 2 } "
+                             "(see rlbound.train.config.TrainerConfig).")
+    seed: int = knob(0, "Seed of the problem order and the rollouts.")
+
+
+@dataclass(frozen=True)
 class SamplingConfig(_Section):
     """How every model is evaluated on the test problems."""
 
@@ -142,6 +167,7 @@ class LabConfig:
     teacher_pretrain: TrainConfig = field(default_factory=lambda: TrainConfig(steps=300, warmup=20, lr=1e-3, init="base"))
     distill: FinetuneConfig = field(default_factory=FinetuneConfig)
     self_train: FinetuneConfig = field(default_factory=FinetuneConfig)
+    rl: RLConfig = field(default_factory=RLConfig)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
 
     def as_dict(self) -> dict[str, dict[str, Any]]:
@@ -158,6 +184,7 @@ SECTION_HELP = {
     "distill": "Distillation: the base model fine-tuned on the teacher's verified-correct samples.",
     "self_train": "Self-training (rejection-sampling fine-tuning, STaR / RAFT): the base model fine-tuned "
                   "on its own verified-correct samples.",
+    "rl": "RL with verifiable rewards: the base model trained by each algorithm on fresh training problems.",
     "sampling": "Evaluation of every model on the test problems.",
 }
 
@@ -179,21 +206,26 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "world": {"test_problems": 10},
         "base_corpus": {"problems": 1500},
         "teacher_corpus": {"problems": 1500},
-        "pretrain": {"steps": 200, "checkpoint_every": 50},
-        "teacher_pretrain": {"steps": 80, "checkpoint_every": 40},
+        "pretrain": {"steps": 180, "checkpoint_every": 60},
+        "teacher_pretrain": {"steps": 60, "checkpoint_every": 30},
         "distill": {"problems": 100, "samples": 4, "steps": 20},
         "self_train": {"problems": 100, "samples": 4, "steps": 20},
+        "rl": {"algorithms": ["grpo"], "families": ["programs"], "problems": 100, "steps": 20, "group_size": 4, "lr": 3e-4,
+               "check_problems": 100},
         "sampling": {"n": 64, "max_tokens": 160},
     },
     "default": {},
     "full": {
-        "world": {"test_problems": 100},
+        "world": {"test_problems": 40},
         "base_corpus": {"problems": 12000},
         "teacher_corpus": {"problems": 12000},
-        "pretrain": {"steps": 2000},
+        "pretrain": {"steps": 1800},
         "teacher_pretrain": {"steps": 1500, "lr": 3e-3, "warmup": 50, "init": "scratch"},
         "distill": {"problems": 1000, "steps": 300},
         "self_train": {"problems": 1000, "steps": 300},
+        "rl": {"algorithms": ["ppo", "grpo", "dr_grpo", "rloo", "reinforce_pp", "remax", "dapo", "psr", "nsr",
+                              "w_reinforce", "prerl", "nsr_prerl", "psr_prerl", "dsrl"],
+               "problems": 1000},
     },
 }
 

@@ -9,9 +9,10 @@
   ``solves`` knob says, with wrong steps at ``error_rate`` (see :mod:`rlbound.lab.strategies`).
 
 Everything is a pure function of the configuration (seeded with strings, so ``PYTHONHASHSEED``
-does not matter). Corpus problems come from the train split at indices ``0 ..``; distillation and
-self-training draw theirs from :data:`DISTILL_OFFSET` and :data:`SELF_TRAIN_OFFSET` on, so the
-three sets do not share indices, and no train-split problem is ever a test problem.
+does not matter). Corpus problems come from the train split at indices ``0 ..``; distillation,
+self-training and RL draw theirs from :data:`DISTILL_OFFSET`, :data:`SELF_TRAIN_OFFSET` and
+:data:`RL_OFFSET` on, so the four sets do not share indices, and no train-split problem is ever a
+test problem.
 
 What it does not do: train models or sample them (:mod:`rlbound.lab.pipeline`).
 """
@@ -32,13 +33,14 @@ from rlbound.tasks.templates import get_template
 if TYPE_CHECKING:  # pragma: no cover
     from rlbound.lab.config import CorpusConfig, WorldConfig
 
-__all__ = ["CorpusExample", "DISTILL_OFFSET", "SELF_TRAIN_OFFSET", "FAMILIES", "build_corpus",
+__all__ = ["CorpusExample", "DISTILL_OFFSET", "RL_OFFSET", "SELF_TRAIN_OFFSET", "FAMILIES", "build_corpus",
            "check_corpus_config", "corpus_problem_count", "corpus_stats", "lab_problem", "lab_task"]
 
 FAMILIES = ("countdown", "programs")
 VERIFIER_OF_FAMILY = {"countdown": "countdown", "programs": "exact"}
 DISTILL_OFFSET = 1_000_000
 SELF_TRAIN_OFFSET = 2_000_000
+RL_OFFSET = 3_000_000
 TEMPLATE = "plain"
 
 

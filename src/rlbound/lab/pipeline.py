@@ -9,13 +9,19 @@ own knobs and the keys of the stages it reads, so a changed knob reruns only wha
 3. ``distill``: the base model fine-tuned on the teacher's verified-correct samples of fresh
    training problems; ``self-train``: the base model fine-tuned on its own (rejection-sampling
    fine-tuning, the simplest on-policy use of a verifiable reward);
-4. ``eval-<model>-<family>``: every model sampled ``n`` times per test problem, verified, stored
-   (a resumable run directory, topped up after an interruption);
-5. the report: ``OUT/report/<family>/report.html`` per family, comparing every model with the
+4. ``rl-<algorithm>``: the base model trained by each algorithm of ``rl.algorithms`` with the
+   policy-gradient loop (:func:`rlbound.train.loop.train_rl`) on fresh training problems of both
+   families (a killed run resumes from its last checkpoint); ``labels-base`` first, only for the
+   ``incorrect_label`` reward: the base model's majority wrong answer per training problem;
+5. ``eval-<model>-<family>``: every model sampled ``n`` times per test problem, verified, stored
+   (a resumable run directory, topped up after an interruption); ``train-eval-<model>-<family>``:
+   the base and RL models on the first ``rl.check_problems`` RL training problems, ``rl.check_samples``
+   samples each, so the report can say whether RL learned what it was trained on;
+6. the report: ``OUT/report/<family>/report.html`` per family, comparing every model with the
    base model, with pass@k by problem class and the stage times; ``OUT/lab.json`` sums it up.
 
 A stage is finished when its ``stage.json`` exists; anything short of that is resumed or redone.
-What it does not do: RL training (the trainer adds its algorithms as further model stages).
+What it does not do: sample or train anything on the GPU (the tiny engine is CPU-only).
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from rlbound.lab.config import LabConfig
 from rlbound.lab.corpus import (
     DISTILL_OFFSET,
     FAMILIES,
+    RL_OFFSET,
     SELF_TRAIN_OFFSET,
     build_corpus,
     check_corpus_config,
@@ -195,15 +202,100 @@ def _finetune_on_correct(config: LabConfig, which: str, sampler_dir: str, studen
     return {"examples": len(pairs), "offered": offered, "final_loss": round(result.final_loss, 4)}
 
 
-def _evaluate(config: LabConfig, model_dir: str, task, label: str, path: Path) -> dict:
+def _evaluate(config: LabConfig, model_dir: str, task, label: str, path: Path, n: int | None = None) -> dict:
+    from rlbound.analysis.passk import pass_at_k
     from rlbound.engines.base import load_engine
     from rlbound.sampler import sample_run
+    from rlbound.store import load_run
     from rlbound.verify.base import load_verifier
 
     stats = sample_run(path / "run", task, load_engine("tiny", model_dir), load_verifier(task.verifier),
-                       _sampling_params(config), config.sampling.n, seed=config.sampling.seed,
+                       _sampling_params(config), n or config.sampling.n, seed=config.sampling.seed,
                        label=f"{label} on {task.name}")
-    return {"sampled": stats.sampled}
+    run = load_run(path / "run").samples
+    return {"sampled": stats.sampled, "pass@1": round(float(pass_at_k(run.n, run.c, 1).mean()), 4)}
+
+
+# ------------------------------------------------------------------------------- RL stages
+
+_RL_KNOBS = ("steps", "prompts_per_step", "group_size", "lr", "max_tokens", "dsrl_switch", "reward", "seed")
+
+
+def trainer_config(config: LabConfig, algo: str):
+    """The :class:`TrainerConfig` the lab trains ``algo`` with (``rl`` knobs, then ``rl.trainer``)."""
+    from dataclasses import fields
+
+    from rlbound.train.config import TrainerConfig
+
+    rl = config.rl
+    known = {f.name for f in fields(TrainerConfig)} - {"algo"}
+    for key in rl.trainer:
+        if key in _RL_KNOBS:
+            raise RlboundError(f"rl.trainer.{key}: set rl.{key} itself instead")
+        if key not in known:
+            raise RlboundError(f"rl.trainer: unknown trainer knob {key!r}; knobs are {', '.join(sorted(known))}")
+    try:
+        return TrainerConfig(algo=algo, temperature=config.sampling.temperature,
+                             **{k: getattr(rl, k) for k in _RL_KNOBS}, **rl.trainer)
+    except TypeError as exc:
+        raise RlboundError(f"rl.trainer: {exc}") from None
+
+
+def check_rl_config(config: LabConfig) -> None:
+    """Raise a one-line error naming the knob if ``config.rl`` asks for something impossible."""
+    from rlbound.train.algorithms import ALGORITHMS, SCHEDULES
+    from rlbound.train.rewards import REWARDS
+
+    rl = config.rl
+    known = [*ALGORITHMS, *SCHEDULES]
+    for algo in rl.algorithms:
+        if algo not in known:
+            raise RlboundError(f"rl.algorithms: unknown algorithm {algo!r}; choose from {', '.join(known)}")
+    if not rl.families or any(f not in FAMILIES for f in rl.families):
+        raise RlboundError(f"rl.families: {rl.families!r}; choose one or more of {', '.join(FAMILIES)}")
+    if len(set(rl.algorithms)) != len(rl.algorithms):
+        raise RlboundError("rl.algorithms: an algorithm is listed twice")
+    if rl.reward not in REWARDS.names():
+        raise RlboundError(f"rl.reward: unknown reward {rl.reward!r}; choose from {', '.join(REWARDS.names())}")
+    for name, least in (("problems", 1), ("check_problems", 0), ("check_samples", 1)):
+        if getattr(rl, name) < least:
+            raise RlboundError(f"rl.{name} must be >= {least}, got {getattr(rl, name)}")
+    if rl.check_problems > rl.problems:
+        raise RlboundError(f"rl.check_problems ({rl.check_problems}) cannot exceed rl.problems ({rl.problems})")
+    for algo in rl.algorithms:
+        trainer_config(config, algo)
+
+
+def rl_tasks(config: LabConfig, n: int | None = None) -> list:
+    """The RL training problems of the ``rl.families`` (the first ``n`` of each, default all)."""
+    count = config.rl.problems if n is None else n
+    return [lab_task(f, config.world, count, split="train", offset=RL_OFFSET) for f in config.rl.families]
+
+
+def _base_labels(config: LabConfig, base_dir: str, path: Path) -> dict:
+    """The base model's most frequent wrong answer per RL training problem (the incorrect_label reward)."""
+    from rlbound.train.labels import labels_from_run
+
+    labels: dict[str, str] = {}
+    for task in rl_tasks(config):
+        _evaluate(config, base_dir, task, "labels: base", path / task.name, n=config.rl.group_size)
+        labels.update(labels_from_run(path / task.name / "run"))
+    atomic_write_text(path / "labels.json", json.dumps(labels, indent=0, sort_keys=True) + "\n")
+    return {"labelled": len(labels), "problems": config.rl.problems * len(config.rl.families)}
+
+
+def _train_rl(config: LabConfig, algo: str, base_dir: str, labels_dir: str | None, path: Path) -> dict:
+    from rlbound.train.loop import train_rl
+
+    labels = json.loads((Path(labels_dir) / "labels.json").read_text()) if labels_dir else None
+    result = train_rl(base_dir, rl_tasks(config), trainer_config(config, algo), path / "train",
+                      description=f"rl {algo}", labels=labels)
+    metrics = result.metrics
+    head, tail = metrics[:5], metrics[-5:]
+    mean = lambda rows, key: round(sum(m.get(key, 0.0) for m in rows) / max(len(rows), 1), 4)  # noqa: E731
+    return {"steps": len(metrics), "rollout_accuracy_first5": mean(head, "accuracy"),
+            "rollout_accuracy_last5": mean(tail, "accuracy"), "kl_last5": mean(tail, "kl"),
+            "entropy_last5": mean(tail, "entropy"), "s_per_step": mean(metrics, "wall_s")}
 
 
 # --------------------------------------------------------------------------------- the run
@@ -220,6 +312,7 @@ def run_lab(out: str | Path, config: LabConfig, preset_name: str = "default") ->
         check_corpus_config(getattr(config, which), which)
     if config.pretrain.init != "scratch" or config.teacher_pretrain.init not in ("scratch", "base"):
         raise RlboundError("pretrain.init must be 'scratch'; teacher_pretrain.init 'scratch' or 'base'")
+    check_rl_config(config)
     stages = _Stages(out)
     world = config.world.as_dict()
     corpora = {
@@ -249,6 +342,22 @@ def run_lab(out: str | Path, config: LabConfig, preset_name: str = "default") ->
             lambda p, w=which, s=sampler, o=offset: _finetune_on_correct(config, w, models[s][0], base_dir, o, p),
         )
         models[name] = (str(Path(record.path) / "model"), record.key)
+    labels = None
+    if config.rl.algorithms and config.rl.reward == "incorrect_label":
+        labels = stages.run("labels-base", {"base": models["base"][1], "world": world, "rl": config.rl.as_dict(),
+                                            "sampling": config.sampling.as_dict()},
+                            lambda p: _base_labels(config, base_dir, p))
+    rl_models = ["base"]
+    for algo in config.rl.algorithms:
+        record = stages.run(
+            f"rl-{algo}",
+            {"base": models["base"][1], "world": world, "problems": config.rl.problems,
+             "families": config.rl.families, "trainer": trainer_config(config, algo).as_dict(),
+             "labels": labels and labels.key},
+            lambda p, a=algo: _train_rl(config, a, base_dir, labels and labels.path, p),
+        )
+        models[algo] = (str(Path(record.path) / "train" / "model"), record.key)
+        rl_models.append(algo)
 
     test_tasks = {f: lab_task(f, config.world, config.world.test_problems) for f in FAMILIES}
     runs_by_family: dict[str, list] = {f: [] for f in FAMILIES}
@@ -262,6 +371,22 @@ def run_lab(out: str | Path, config: LabConfig, preset_name: str = "default") ->
             runs_by_family[family].append(load_run(Path(record.path) / "run").samples)
             runs_by_family[family][-1].label = name
 
+    train_runs: dict[str, list] = {f: [] for f in FAMILIES}
+    if config.rl.algorithms and config.rl.check_problems:
+        check_tasks = {t.name: t for t in rl_tasks(config, config.rl.check_problems)}
+        for name in rl_models:
+            model_dir, key = models[name]
+            for family in config.rl.families:
+                record = stages.run(
+                    f"train-eval-{name}-{family}",
+                    {"model": key, "world": world, "problems": config.rl.check_problems,
+                     "samples": config.rl.check_samples, "sampling": config.sampling.as_dict()},
+                    lambda p, m=model_dir, f=family, n=name: _evaluate(config, m, check_tasks[f], n, p,
+                                                                       n=config.rl.check_samples),
+                )
+                train_runs[family].append(load_run(Path(record.path) / "run").samples)
+                train_runs[family][-1].label = name
+
     stage_rows = [r.as_dict() for r in stages.records]
     reports, summary = {}, []
     for family, runs in runs_by_family.items():
@@ -270,7 +395,7 @@ def run_lab(out: str | Path, config: LabConfig, preset_name: str = "default") ->
             runs, out / "report" / family, title=f"rlbound lab ({preset_name}): {family}",
             groups=groups, stages=stage_rows,
         )
-        summary += _summary_rows(family, runs)
+        summary += _summary_rows(family, runs, train_runs[family])
     record = {"preset": preset_name, "config": config.as_dict(), "stages": stage_rows,
               "models": {k: v[0] for k, v in models.items()},
               "reports": {k: str(v) for k, v in reports.items()}, "summary": summary}
@@ -278,14 +403,30 @@ def run_lab(out: str | Path, config: LabConfig, preset_name: str = "default") ->
     return LabResult(out, stages.records, {k: v[0] for k, v in models.items()}, reports, summary)
 
 
-def _summary_rows(family: str, runs: list) -> list[dict]:
-    from rlbound.analysis.passk import pass_at_k
+def _summary_rows(family: str, runs: list, train_runs: list) -> list[dict]:
+    """One row per model: pass@1 and pass@k (k = n) with 95% bands, coverage at k against the
+    base model (problems only it / only the base solves), ΔSE against the base, and, for the
+    models the RL check sampled, training-set pass@1."""
+    from rlbound.analysis.coverage import coverage
+    from rlbound.analysis.efficiency import sampling_efficiency_gap
+    from rlbound.analysis.passk import pass_at_k_curve
 
+    base = runs[0]
+    k = int(min(int(run.n.min()) for run in runs))
+    trained = {run.label: run for run in train_runs}
     rows = []
     for run in runs:
-        n, c = run.n, run.c
-        k = int(n.min())
-        rows.append({"family": family, "model": run.label, "problems": len(run),
-                     "pass@1": float(pass_at_k(n, c, 1).mean()), f"pass@{k}": float(pass_at_k(n, c, k).mean()),
-                     "k": k})
+        curve = pass_at_k_curve(run, ks=[1, k])
+        (p1, p1_lo, p1_hi), (pk, pk_lo, pk_hi) = curve.at(1), curve.at(k)
+        cover = coverage(run, base, k)
+        gap = sampling_efficiency_gap(base, run, k_ref=k)
+        row = {"family": family, "model": run.label, "problems": len(run), "k": k,
+               "pass@1": p1, "pass@1_ci": [p1_lo, p1_hi], f"pass@{k}": pk, f"pass@{k}_ci": [pk_lo, pk_hi],
+               "solved": cover.solved_a, "only_model": len(cover.a_only), "only_base": len(cover.b_only),
+               "delta_se": gap.delta, "delta_se_ci": [gap.lo, gap.hi]}
+        if run.label in trained and base.label in trained:
+            check = pass_at_k_curve(trained[run.label], ks=[1])
+            row["train_pass@1"], lo, hi = check.at(1)
+            row["train_pass@1_ci"] = [lo, hi]
+        rows.append(row)
     return rows

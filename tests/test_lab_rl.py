@@ -1,0 +1,89 @@
+"""The lab's RL knobs: checked before any stage, mapped onto the trainer; incorrect labels from a run."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from rlbound.errors import RlboundError
+from rlbound.lab.config import preset
+from rlbound.lab.pipeline import check_rl_config, rl_tasks, trainer_config
+from rlbound.store import RunWriter
+from rlbound.train.algorithms import ALGORITHMS, SCHEDULES
+from rlbound.train.labels import labels_from_run
+from tests.stored_runs import CONFIG
+
+
+def with_rl(**values):
+    config = preset("default")
+    return replace(config, rl=replace(config.rl, **values))
+
+
+def test_trainer_config_takes_the_rl_knobs_then_the_trainer_table():
+    config = with_rl(lr=5e-4, steps=7, group_size=4, trainer={"kl_coef": 0.02, "updates_per_batch": 2})
+    trainer = trainer_config(config, "dapo")
+    assert (trainer.algo, trainer.lr, trainer.steps, trainer.group_size) == ("dapo", 5e-4, 7, 4)
+    assert (trainer.kl_coef, trainer.updates_per_batch) == (0.02, 2)
+    assert trainer.temperature == config.sampling.temperature
+    assert trainer_config(preset("default"), "grpo").kl_coef is None  # the algorithm's own default
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"algorithms": ["grpo", "sft"]}, "unknown algorithm 'sft'"),
+    ({"algorithms": ["nsr", "nsr"]}, "listed twice"),
+    ({"families": ["chess"]}, "rl.families"),
+    ({"families": []}, "rl.families"),
+    ({"reward": "vibes"}, "unknown reward 'vibes'"),
+    ({"check_problems": 500}, "cannot exceed rl.problems"),
+    ({"problems": 0}, "rl.problems must be >= 1"),
+    ({"trainer": {"lr": 1.0}}, "set rl.lr itself"),
+    ({"trainer": {"momentum": 0.9}}, "unknown trainer knob 'momentum'"),
+    ({"steps": 0}, "steps must be >= 1"),
+])
+def test_impossible_rl_knobs_are_one_line_errors(values, message):
+    with pytest.raises(RlboundError, match=message):
+        check_rl_config(with_rl(**values))
+
+
+def test_the_presets_are_valid_and_full_trains_every_algorithm():
+    for name in ("quick", "default", "full"):
+        check_rl_config(preset(name))
+    assert set(preset("full").rl.algorithms) == set(ALGORITHMS) | set(SCHEDULES)
+    default = preset("default").rl.algorithms
+    assert "grpo" in default and ({"nsr", "dsrl"} & set(default))
+
+
+def test_rl_problems_are_fresh_training_problems_of_the_chosen_families():
+    config = with_rl(families=["programs"], problems=5)
+    (task,) = rl_tasks(config)
+    assert task.name == "programs" and len(task.problems) == 5
+    assert len(rl_tasks(config, 2)[0].problems) == 2
+    default = preset("default")
+    ids = {p.id for t in rl_tasks(default) for p in t.problems}
+    from rlbound.lab.corpus import DISTILL_OFFSET, SELF_TRAIN_OFFSET, lab_task
+
+    others = {p.id for f in ("countdown", "programs") for offset in (0, DISTILL_OFFSET, SELF_TRAIN_OFFSET)
+              for p in lab_task(f, default.world, default.rl.problems, split="train", offset=offset).problems}
+    tests = {p.id for f in ("countdown", "programs") for p in lab_task(f, default.world, 30).problems}
+    assert not ids & others and not ids & tests
+
+
+def test_labels_from_run_take_each_problems_most_frequent_wrong_answer(tmp_path):
+    writer = RunWriter(tmp_path / "run", CONFIG, 4, "base")
+    samples = {"a": [("5", True), ("3", False), ("3", False), ("4", False)],
+               "b": [("7", True), ("7", True), (None, False), ("7", True)]}
+    writer.write_shard([
+        {"problem_id": pid, "sample_idx": i, "seed": i, "completion": str(answer), "token_count": 1,
+         "finish_reason": "stop", "logprob_sum": -1.0, "logprob_mean": -1.0, "entropy_mean": None,
+         "answer": answer, "correct": correct, "verify_status": "correct" if correct else "wrong"}
+        for pid, rows in samples.items() for i, (answer, correct) in enumerate(rows)
+    ])
+    assert labels_from_run(tmp_path / "run") == {"a": "3"}  # b has no wrong extracted answer
+
+    empty = RunWriter(tmp_path / "right", CONFIG, 1, "base")
+    empty.write_shard([{"problem_id": "b", "sample_idx": 0, "seed": 0, "completion": "7", "token_count": 1,
+                        "finish_reason": "stop", "logprob_sum": -1.0, "logprob_mean": -1.0, "entropy_mean": None,
+                        "answer": "7", "correct": True, "verify_status": "correct"}])
+    with pytest.raises(RlboundError, match="no sample has a wrong extracted answer"):
+        labels_from_run(tmp_path / "right")
