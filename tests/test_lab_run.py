@@ -55,6 +55,7 @@ def test_quick_lab_end_to_end_cached_and_partly_rerun(tmp_path):
     for family in ("countdown", "programs"):
         page = (out / "report" / family / "report.html").read_text()
         assert "By problem group" in page and "Stages" in page and "pretrain-base" in page
+        assert "<h2>RL training</h2>" in page
         results = json.loads((out / "report" / family / "results.json").read_text())
         assert [r["label"] for r in results["runs"]] == MODELS
         assert {g for g in results["groups"]["groups"]} == (

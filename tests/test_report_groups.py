@@ -1,4 +1,4 @@
-"""The report hooks the lab calls: ``groups`` (pass@1 / pass@k per problem group) and ``stages``."""
+"""The report hooks the lab calls: ``groups`` (pass@1 / pass@k per problem group), ``stages`` and ``training``."""
 
 from __future__ import annotations
 
@@ -85,3 +85,22 @@ def test_without_hooks_no_sections(tmp_path, runs):
 def test_bad_stages_are_refused(tmp_path, runs, stage, fragment):
     with pytest.raises(RlboundError, match=fragment):
         write_report(runs, tmp_path / "out", n_boot=0, stages=[stage])
+
+
+def test_report_draws_training_curves_and_refuses_rows_without_a_step(tmp_path, runs):
+    import base64
+    import re
+
+    training = {"B": [{"step": s, "accuracy": 0.1 * s, "kl": 0.01 * s, "entropy": 0.5, "response_length": 30}
+                      for s in range(6)]}
+    page = write_report(runs, tmp_path / "out", n_boot=20, training=training)
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert results["training"] == training
+    html = page.read_text()
+    section = html[html.index("<h2>RL training</h2>"):]
+    png = base64.b64decode(re.search(r'src="data:image/png;base64,([^"]+)"', section).group(1))
+    assert png.startswith(b"\x89PNG")
+    plain = write_report(runs, tmp_path / "plain", n_boot=20).read_text()
+    assert "RL training" not in plain
+    with pytest.raises(RlboundError, match="training row 1 of 'B' needs an integer 'step'"):
+        write_report(runs, tmp_path / "bad", n_boot=20, training={"B": [{"step": 0}, {"accuracy": 1.0}]})

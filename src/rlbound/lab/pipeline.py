@@ -18,7 +18,8 @@ own knobs and the keys of the stages it reads, so a changed knob reruns only wha
    the base and RL models on the first ``rl.check_problems`` RL training problems, ``rl.check_samples``
    samples each, so the report can say whether RL learned what it was trained on;
 6. the report: ``OUT/report/<family>/report.html`` per family, comparing every model with the
-   base model, with pass@k by problem class and the stage times; ``OUT/lab.json`` sums it up.
+   base model, with pass@k by problem class, the RL training curves and the stage times;
+   ``OUT/lab.json`` sums it up.
 
 A stage is finished when its ``stage.json`` exists; anything short of that is resumed or redone.
 What it does not do: sample or train anything on the GPU (the tiny engine is CPU-only).
@@ -284,6 +285,13 @@ def _base_labels(config: LabConfig, base_dir: str, path: Path) -> dict:
     return {"labelled": len(labels), "problems": config.rl.problems * len(config.rl.families)}
 
 
+def _read_metrics(train_dir: Path) -> list[dict]:
+    """The per-step metrics a finished RL stage wrote."""
+    from rlbound.train.loop import METRICS_FILE
+
+    return [json.loads(line) for line in (train_dir / METRICS_FILE).read_text().splitlines() if line.strip()]
+
+
 def _train_rl(config: LabConfig, algo: str, base_dir: str, labels_dir: str | None, path: Path) -> dict:
     from rlbound.train.loop import train_rl
 
@@ -348,6 +356,7 @@ def run_lab(out: str | Path, config: LabConfig, preset_name: str = "default") ->
                                             "sampling": config.sampling.as_dict()},
                             lambda p: _base_labels(config, base_dir, p))
     rl_models = ["base"]
+    training: dict[str, list[dict]] = {}  # algorithm -> its per-step metrics, for the report
     for algo in config.rl.algorithms:
         record = stages.run(
             f"rl-{algo}",
@@ -358,6 +367,7 @@ def run_lab(out: str | Path, config: LabConfig, preset_name: str = "default") ->
         )
         models[algo] = (str(Path(record.path) / "train" / "model"), record.key)
         rl_models.append(algo)
+        training[algo] = _read_metrics(Path(record.path) / "train")
 
     test_tasks = {f: lab_task(f, config.world, config.world.test_problems) for f in FAMILIES}
     runs_by_family: dict[str, list] = {f: [] for f in FAMILIES}
@@ -393,7 +403,7 @@ def run_lab(out: str | Path, config: LabConfig, preset_name: str = "default") ->
         groups = {p.id: p.metadata["class"] for p in test_tasks[family].problems}
         reports[family] = write_report(
             runs, out / "report" / family, title=f"rlbound lab ({preset_name}): {family}",
-            groups=groups, stages=stage_rows,
+            groups=groups, stages=stage_rows, training=training,
         )
         summary += _summary_rows(family, runs, train_runs[family])
     record = {"preset": preset_name, "config": config.as_dict(), "stages": stage_rows,

@@ -126,6 +126,8 @@ class ReportData:
     """pass@1 / pass@k per problem group, when the caller passed ``groups``."""
     stages: list[dict[str, Any]] = field(default_factory=list)
     """The caller's pipeline stages (name, wall_s, cached, …), shown as a table."""
+    training: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    """Per-step metrics of RL runs by label (``metrics.jsonl`` rows), drawn as training curves."""
 
 
 def _meta_field(meta: dict[str, Any], key: str) -> str | None:
@@ -200,15 +202,18 @@ def build_report_data(
     groups: Mapping[str, str] | None = None,
     stages: Sequence[Mapping[str, Any]] | None = None,
     perplexity: Sequence[SampleScores] = (),
+    training: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
 ) -> ReportData:
     """Run every analysis the report shows; the first run is the reference for comparisons.
 
     ``groups`` maps problem id → group label (a "By problem group" section: per run and group,
     pass@1 and pass@k at the largest common k); ``stages`` lists the caller's pipeline stages as
-    ``{"name": str, "wall_s": float, "cached": bool, ...}`` (a "Stages" table).
+    ``{"name": str, "wall_s": float, "cached": bool, ...}`` (a "Stages" table); ``training`` maps
+    an RL run's label to its per-step metrics (rows with ``step``; an "RL training" figure).
     """
     _check_runs(runs)
     stage_rows = check_stages(stages)
+    training_rows = check_training(training)
     extra = tuple(sorted({int(k) for k in extra_ks}))
     summaries: list[RunSummary] = []
     comparisons: list[ComparisonSummary] = []
@@ -242,9 +247,22 @@ def build_report_data(
     if groups is not None:
         data.groups = group_pass_at_k(runs, groups, n_boot=n_boot, ci=ci, seed=seed)
     data.stages = stage_rows
+    data.training = training_rows
     # ``perplexity``: score files of the runs (``Run.scores``, written by ``rlbound score``)
     data.perplexity = [perplexity_summary(s, n_boot=n_boot, ci=ci, seed=seed) for s in perplexity]
     return data
+
+
+def check_training(training: Mapping[str, Sequence[Mapping[str, Any]]] | None) -> dict[str, list[dict[str, Any]]]:
+    """Training metrics as plain dicts; every row needs an integer ``step``."""
+    curves: dict[str, list[dict[str, Any]]] = {}
+    for label, rows in (training or {}).items():
+        curves[str(label)] = []
+        for i, row in enumerate(rows):
+            if not isinstance(row, Mapping) or isinstance(row.get("step"), bool) or not isinstance(row.get("step"), int):
+                raise RlboundError(f"report: training row {i} of {label!r} needs an integer 'step'")
+            curves[str(label)].append(dict(row))
+    return curves
 
 
 def check_stages(stages: Sequence[Mapping[str, Any]] | None) -> list[dict[str, Any]]:
@@ -337,6 +355,7 @@ def results_dict(data: ReportData) -> dict[str, Any]:
         "reasoning_patterns": [r.to_dict() for r in data.patterns],
         "groups": data.groups.to_dict() if data.groups is not None else None,
         "stages": data.stages,
+        "training": data.training,
         "perplexity": [p.to_dict() for p in data.perplexity],
     })
 

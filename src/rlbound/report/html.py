@@ -49,7 +49,9 @@ from rlbound.report.plots import (
     perplexity_png,
     png_data_uri,
     run_color,
+    run_style,
     support_bars_png,
+    training_curves_png,
 )
 
 _CSS = """
@@ -329,6 +331,23 @@ def _groups_section(data: ReportData) -> str:
     )
 
 
+def _training_section(data: ReportData) -> str:
+    if not data.training:
+        return ""
+    order = [s.label for s in data.runs]
+    styles = {label: run_style(order.index(label) if label in order else len(order) + i)
+              for i, label in enumerate(data.training)}
+    png = training_curves_png(data.training, styles)
+    return (
+        '<h2>RL training</h2>'
+        f'<img src="{png_data_uri(png)}" alt="per-step rollout accuracy, KL, entropy and response length of each RL run">'
+        '<p class="note">Per step of each RL run, from its metrics.jsonl: the accuracy of its rollouts on training '
+        'problems (a trailing 5-step mean, since each step draws other problems), the k3 estimate of the KL to the '
+        'model it started from (under the step\'s conditioning: P(y) for PreRL phases), token entropy and response '
+        'length.</p>'
+    )
+
+
 def _stages_section(data: ReportData) -> str:
     if not data.stages:
         return ""
@@ -413,6 +432,7 @@ Numbers in brackets are interval bounds. Machine-readable copies: results.json, 
 {_perplexity_section(data)}
 <h2>pass@k table</h2>
 {_passk_table(data)}
+{_training_section(data)}
 {_stages_section(data)}
 </body></html>
 """
@@ -430,6 +450,7 @@ def write_report(
     groups: Mapping[str, str] | None = None,
     stages: Sequence[Mapping[str, Any]] | None = None,
     perplexity: Sequence[SampleScores] = (),
+    training: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
 ) -> Path:
     """Write report.html, results.json, passk.csv and per_problem.csv into ``out_dir``; return the page's path.
 
@@ -438,11 +459,12 @@ def write_report(
     ``groups`` (problem id → group label) adds a "By problem group" section; ``stages``
     (``{"name", "wall_s", "cached", ...}`` per pipeline stage) adds a "Stages" table.
     ``perplexity`` (score files of the runs: ``Run.scores`` from the store) adds a "Perplexity" section.
+    ``training`` (RL run label → its per-step metrics) adds an "RL training" figure.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     data = build_report_data(runs, extra_ks=extra_ks, title=title, n_boot=n_boot, ci=ci, seed=seed,
-                             groups=groups, stages=stages, perplexity=perplexity)
+                             groups=groups, stages=stages, perplexity=perplexity, training=training)
     write_results_json(data, out / "results.json")
     write_csvs(data, out)
     return atomic_write_text(out / "report.html", render_html(data))

@@ -208,3 +208,42 @@ def entropy_pairs_png(labels: Sequence[str], answer: Sequence[tuple[float, float
         ax.grid(True, axis="x", alpha=0.3)
         ax.set_ylim(-0.7, len(labels) - 0.3)
     return _png(fig)
+
+
+TRAINING_PANELS = (("accuracy", "rollout accuracy (5-step mean)"), ("kl", "KL to the start model (k3, symlog)"),
+                   ("entropy", "token entropy (nats)"), ("response_length", "response length (tokens)"))
+
+
+def run_style(i: int) -> tuple[str, str]:
+    """Colour and line style of the i-th run: solid for the first ten, dashed for the next ten, ..."""
+    return run_color(i), ("-", "--", ":", "-.")[(i // len(_COLORS)) % 4]
+
+
+def training_curves_png(curves: dict[str, list[dict]], styles: dict[str, tuple[str, str]]) -> bytes:
+    """Per-step metrics of RL runs (``metrics.jsonl`` rows by run label), one line per run, four panels;
+    ``styles`` gives each label its (colour, line style)."""
+    fig = Figure(figsize=(9.0, 6.2))
+    for panel, (key, title) in enumerate(TRAINING_PANELS):
+        ax = fig.add_subplot(2, 2, panel + 1)
+        for label, rows in curves.items():
+            points = [(r["step"], r[key]) for r in rows if isinstance(r.get(key), (int, float))]
+            if not points:
+                continue
+            steps, values = (np.asarray(v, dtype=float) for v in zip(*points))
+            if key == "accuracy":  # rollout batches differ step to step: a trailing 5-step mean
+                window = np.minimum(np.arange(1, len(values) + 1), 5)
+                cumulative = np.concatenate([[0.0], np.cumsum(values)])
+                values = (cumulative[1:] - cumulative[np.arange(len(values)) + 1 - window]) / window
+            color, line = styles.get(label, ("#333333", "-"))
+            ax.plot(steps, values, color=color, linestyle=line, label=_text(label), lw=1.3)
+        if key == "kl":
+            ax.set_yscale("symlog", linthresh=1e-3)
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("step", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(True, alpha=0.3)
+    handles, labels = fig.axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=7, ncol=min(len(labels), 7) or 1, loc="lower center",
+               bbox_to_anchor=(0.5, -0.06))
+    fig.tight_layout()
+    return _png(fig)
