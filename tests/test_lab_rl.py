@@ -87,3 +87,20 @@ def test_labels_from_run_take_each_problems_most_frequent_wrong_answer(tmp_path)
                         "answer": "7", "correct": True, "verify_status": "correct"}])
     with pytest.raises(RlboundError, match="no sample has a wrong extracted answer"):
         labels_from_run(tmp_path / "right")
+
+
+def test_a_lab_runs_task_is_rebuilt_by_name_from_its_recorded_options():
+    from rlbound.lab.corpus import lab_task
+    from rlbound.scoring import task_from_run
+    from rlbound.tasks.base import load_task
+
+    world = replace(preset("default").world, tree_share=0.6, seed=3)
+    for family in ("countdown", "programs"):
+        task = lab_task(family, world, 6, split="train", offset=7)
+        meta = {"config": {"task": {"name": family, "options": task.options, "problems": 6}}}
+        rebuilt = task_from_run(meta, "lab-run")
+        assert [p.id for p in rebuilt.problems] == [p.id for p in task.problems]
+        assert rebuilt.verifier == task.verifier and rebuilt.name == family
+        assert [p.reference for p in load_task(family, **task.options).problems] == [p.reference for p in task.problems]
+    with pytest.raises(RlboundError, match="lab_world is not a lab world configuration"):
+        load_task("countdown", lab_world={"planets": 3}, n=2)

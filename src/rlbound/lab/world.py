@@ -1,7 +1,8 @@
 """The lab world: the procedurally generated task families the tiny model is pretrained on.
 
 Two families, each registered as a task (options ``n``, ``seed``, ``difficulty``, ``split``,
-``offset``):
+``offset``; or ``lab_world``, the lab's world knobs, which a lab run records so that its task can
+be rebuilt by name, e.g. by ``rlbound score``):
 
 * ``countdown`` (:mod:`rlbound.lab.countdown`): reach a target from 3-5 numbers with ``+ - * /``;
   many solutions per problem; graded by the ``countdown`` verifier.
@@ -135,13 +136,29 @@ def program_problem(seed: int, difficulty: int, index: int, split: str = "test")
     )
 
 
+def _lab_world_task(family: str, lab_world: dict, n: int, split: str, offset: int) -> Task:
+    """The lab's own problem set (its world's class mix), as :func:`rlbound.lab.corpus.lab_task`
+    recorded it in a run's options: lets a stored lab run's task be rebuilt by name."""
+    from rlbound.lab.config import WorldConfig
+    from rlbound.lab.corpus import lab_task
+
+    try:
+        world = WorldConfig(**lab_world)
+    except TypeError as exc:
+        raise RlboundError(f"{family}: lab_world is not a lab world configuration ({exc})") from None
+    return lab_task(family, world, n, split=split, offset=offset)
+
+
 @register_task("countdown")
 def countdown_task(
     n: int = 100, seed: int = 0, difficulty: int = 2, split: str = "test", offset: int = 0,
-    shape: str | None = None,
+    shape: str | None = None, lab_world: dict | None = None,
 ) -> Task:
     """``n`` countdown problems (indices ``offset .. offset+n-1``); difficulty 1..5; ``shape``
-    ``chain`` or ``tree`` keeps only problems of that class."""
+    ``chain`` or ``tree`` keeps only problems of that class. ``lab_world`` (a lab world's knobs, as a
+    lab run records them) draws the lab's problems instead, and the world's seed and mix win."""
+    if lab_world is not None:
+        return _lab_world_task("countdown", lab_world, n, split, offset)
     _check("countdown", difficulty, max(COUNTDOWN_LEVELS), split, n)
     problems = tuple(countdown_problem(seed, difficulty, offset + i, split, shape) for i in range(n))
     return Task(
@@ -156,9 +173,13 @@ def countdown_task(
 
 @register_task("programs")
 def programs_task(
-    n: int = 100, seed: int = 0, difficulty: int = 3, split: str = "test", offset: int = 0
+    n: int = 100, seed: int = 0, difficulty: int = 3, split: str = "test", offset: int = 0,
+    lab_world: dict | None = None,
 ) -> Task:
-    """``n`` program-evaluation problems (indices ``offset .. offset+n-1``); difficulty 1..6."""
+    """``n`` program-evaluation problems (indices ``offset .. offset+n-1``); difficulty 1..6;
+    ``lab_world`` as for countdown."""
+    if lab_world is not None:
+        return _lab_world_task("programs", lab_world, n, split, offset)
     _check("programs", difficulty, PROGRAM_MAX_DIFFICULTY, split, n)
     problems = tuple(program_problem(seed, difficulty, offset + i, split) for i in range(n))
     return Task(
