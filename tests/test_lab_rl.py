@@ -9,10 +9,9 @@ import pytest
 from rlbound.errors import RlboundError
 from rlbound.lab.config import preset
 from rlbound.lab.pipeline import check_rl_config, rl_tasks, trainer_config
-from rlbound.store import RunWriter
 from rlbound.train.algorithms import ALGORITHMS, SCHEDULES
 from rlbound.train.labels import labels_from_run
-from tests.stored_runs import CONFIG
+from tests.stored_runs import write_run
 
 
 def with_rl(**values):
@@ -70,21 +69,14 @@ def test_rl_problems_are_fresh_training_problems_of_the_chosen_families():
 
 
 def test_labels_from_run_take_each_problems_most_frequent_wrong_answer(tmp_path):
-    writer = RunWriter(tmp_path / "run", CONFIG, 4, "base")
-    samples = {"a": [("5", True), ("3", False), ("3", False), ("4", False)],
-               "b": [("7", True), ("7", True), (None, False), ("7", True)]}
-    writer.write_shard([
-        {"problem_id": pid, "sample_idx": i, "seed": i, "completion": str(answer), "token_count": 1,
-         "finish_reason": "stop", "logprob_sum": -1.0, "logprob_mean": -1.0, "entropy_mean": None,
-         "answer": answer, "correct": correct, "verify_status": "correct" if correct else "wrong"}
-        for pid, rows in samples.items() for i, (answer, correct) in enumerate(rows)
-    ])
+    sample = lambda answer, correct: (str(answer), 1, correct, "ok", answer)  # noqa: E731
+    write_run(tmp_path / "run", "base", {
+        "a": [sample("5", True), sample("3", False), sample("3", False), sample("4", False)],
+        "b": [sample("7", True), sample("7", True), sample(None, False), sample("7", True)],
+    })
     assert labels_from_run(tmp_path / "run") == {"a": "3"}  # b has no wrong extracted answer
 
-    empty = RunWriter(tmp_path / "right", CONFIG, 1, "base")
-    empty.write_shard([{"problem_id": "b", "sample_idx": 0, "seed": 0, "completion": "7", "token_count": 1,
-                        "finish_reason": "stop", "logprob_sum": -1.0, "logprob_mean": -1.0, "entropy_mean": None,
-                        "answer": "7", "correct": True, "verify_status": "correct"}])
+    write_run(tmp_path / "right", "base", {"b": [sample("7", True)]})
     with pytest.raises(RlboundError, match="no sample has a wrong extracted answer"):
         labels_from_run(tmp_path / "right")
 

@@ -285,13 +285,6 @@ def _base_labels(config: LabConfig, base_dir: str, path: Path) -> dict:
     return {"labelled": len(labels), "problems": config.rl.problems * len(config.rl.families)}
 
 
-def _read_metrics(train_dir: Path) -> list[dict]:
-    """The per-step metrics a finished RL stage wrote."""
-    from rlbound.train.loop import METRICS_FILE
-
-    return [json.loads(line) for line in (train_dir / METRICS_FILE).read_text().splitlines() if line.strip()]
-
-
 def _train_rl(config: LabConfig, algo: str, base_dir: str, labels_dir: str | None, path: Path) -> dict:
     from rlbound.train.loop import train_rl
 
@@ -313,6 +306,7 @@ def run_lab(out: str | Path, config: LabConfig, preset_name: str = "default") ->
     """Run (or resume) the lab in ``out``; return where everything is."""
     from rlbound.report.html import write_report
     from rlbound.store import load_run
+    from rlbound.train.loop import read_metrics
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -355,7 +349,6 @@ def run_lab(out: str | Path, config: LabConfig, preset_name: str = "default") ->
         labels = stages.run("labels-base", {"base": models["base"][1], "world": world, "rl": config.rl.as_dict(),
                                             "sampling": config.sampling.as_dict()},
                             lambda p: _base_labels(config, base_dir, p))
-    rl_models = ["base"]
     training: dict[str, list[dict]] = {}  # algorithm -> its per-step metrics, for the report
     for algo in config.rl.algorithms:
         record = stages.run(
@@ -366,8 +359,7 @@ def run_lab(out: str | Path, config: LabConfig, preset_name: str = "default") ->
             lambda p, a=algo: _train_rl(config, a, base_dir, labels and labels.path, p),
         )
         models[algo] = (str(Path(record.path) / "train" / "model"), record.key)
-        rl_models.append(algo)
-        training[algo] = _read_metrics(Path(record.path) / "train")
+        training[algo] = read_metrics(Path(record.path) / "train")
 
     test_tasks = {f: lab_task(f, config.world, config.world.test_problems) for f in FAMILIES}
     runs_by_family: dict[str, list] = {f: [] for f in FAMILIES}
@@ -384,7 +376,7 @@ def run_lab(out: str | Path, config: LabConfig, preset_name: str = "default") ->
     train_runs: dict[str, list] = {f: [] for f in FAMILIES}
     if config.rl.algorithms and config.rl.check_problems:
         check_tasks = {t.name: t for t in rl_tasks(config, config.rl.check_problems)}
-        for name in rl_models:
+        for name in ["base", *config.rl.algorithms]:
             model_dir, key = models[name]
             for family in config.rl.families:
                 record = stages.run(

@@ -21,13 +21,9 @@ __all__ = ["labels_from_run"]
 
 def labels_from_run(run_dir: str | Path) -> dict[str, str]:
     """Problem id → the run's most frequent wrong answer (problems with no wrong answer left out)."""
-    rows = load_run(run_dir).table.select(["problem_id", "answer", "correct"]).to_pylist()
-    answers: dict[str, list] = {}
-    correct: dict[str, list] = {}
-    for row in rows:
-        answers.setdefault(row["problem_id"], []).append(row["answer"])
-        correct.setdefault(row["problem_id"], []).append(bool(row["correct"]))
-    labels = majority_wrong_labels(answers, correct)
+    samples = load_run(run_dir).samples
+    labels = majority_wrong_labels(dict(zip(samples.problem_ids, samples.answers)),
+                                   dict(zip(samples.problem_ids, (c.tolist() for c in samples.correct))))
     if not labels:
         raise RlboundError(f"run '{run_dir}': no sample has a wrong extracted answer, so no problem gets an "
                            "incorrect label; sample the base model more")

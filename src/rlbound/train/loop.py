@@ -62,7 +62,7 @@ from rlbound.train.rewards import make_reward
 from rlbound.train.sequences import gather_logprobs, policy_inputs, token_entropy
 from rlbound.verify import verify_batch
 
-__all__ = ["RLResult", "train_rl"]
+__all__ = ["RLResult", "read_metrics", "train_rl"]
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -174,7 +174,7 @@ def train_rl(model: str | Path, tasks: Task | Sequence[Task], config: TrainerCon
     params = SamplingParams(temperature=config.temperature, max_tokens=config.max_tokens)
     greedy_params = SamplingParams(temperature=0.0, max_tokens=config.max_tokens)
     metrics_path = out / METRICS_FILE
-    history = [json.loads(line) for line in metrics_path.read_text().splitlines()] if metrics_path.exists() else []
+    history = read_metrics(out) if metrics_path.exists() else []
     history = [m for m in history if m["step"] < start]
     metrics_path.write_text("".join(json.dumps(m) + "\n" for m in history))
     for _ in range(start):  # replay the problem order up to the resumed step
@@ -244,6 +244,12 @@ def train_rl(model: str | Path, tasks: Task | Sequence[Task], config: TrainerCon
     tmp.rename(final)
     shutil.rmtree(checkpoint, ignore_errors=True)
     return RLResult(final, history)
+
+
+def read_metrics(out_dir: str | Path) -> list[dict]:
+    """The per-step metrics a training run in ``out_dir`` has written so far."""
+    text = (Path(out_dir) / METRICS_FILE).read_text()
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
 def _verify(verifiers: list[str], references: list[str], texts: list[str]) -> list:
