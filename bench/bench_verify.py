@@ -9,7 +9,10 @@ Then it times:
   and warm (pool already running, cache empty again), then once more with the filled cache;
 * the direct path: ``math_verify.parse`` on each completion + ``parse`` of the reference +
   ``math_verify.verify``, per sample, in this process. It is timed on a random subset and
-  extrapolated to all samples (the output says so).
+  extrapolated to all samples (the output says so);
+* the extraction rules alone (``extract`` + ``normalise``, the per-sample work done in the calling
+  process) on the real model outputs of ``../shared/data/graded/`` (long chain-of-thought and
+  tool-integrated completions), when that folder is there.
 
 Not part of the test suite. Example::
 
@@ -28,6 +31,7 @@ from rlbound.progress import set_quiet
 from rlbound.verify import MathVerifier, VerifierPool, VerifyCache, verify_batch
 
 DATA = Path("/work/shared/data/math/math500_test.jsonl")
+GRADED = DATA.parents[1] / "graded"
 FILLER = "Let me work through this carefully. First I set up the problem, then simplify. "
 
 
@@ -129,6 +133,21 @@ def main() -> None:
     print(f"\nspeed-up (warm) vs direct: {timings[1][4] / rate:.0f}x;  statuses {statuses};  "
           f"accuracy {accuracy:.3f};  direct agrees with verify_batch on "
           f"{agree}/{len(subset)} timed samples")
+
+    real = [json.loads(line)["completion"] for name in ("qwen_math_cot100.jsonl", "tora_gsm8k.jsonl")
+            if (GRADED / name).is_file() for line in (GRADED / name).read_text().splitlines() if line]
+    if real:
+        from rlbound.verify.extract import normalise
+
+        start = time.perf_counter()
+        for completion in real:
+            answer = verifier.extract(completion)
+            if answer is not None:
+                getattr(normalise, "__wrapped__", normalise)(answer)  # uncached: every answer costs its full normalisation
+        seconds = time.perf_counter() - start
+        mean_chars = sum(map(len, real)) / len(real)
+        print(f"extraction rules on {len(real)} real completions (mean {mean_chars:.0f} chars): "
+              f"{len(real) / seconds:,.0f} completions/s")
 
 
 if __name__ == "__main__":

@@ -34,6 +34,17 @@ def math_verifier() -> MathVerifier:
         ("90^\\circ", "90"),
         ("x^2+1", "1+x^2"),
         (r"\text{Evelyn}", "Evelyn"),
+        ("10", "10 weeks"),  # plain-text units
+        ("16386.20", r"\$16,\!386.20"),
+        ("32349", r"32,\! 349"),
+        (r"10{,}000", "10000"),
+        ("1,-2", "-2, 1"),  # a list in another order
+        (r"(2, 12) \cup (12, 102)", r"(2,12) \cup (12,102)"),
+        (r"x \in [-2,7]", r"-2 \le x \le 7"),  # a relation and the set it describes
+        ("50", r"50.0\%"),  # percent against a bare number, both ways
+        ("0.35", r"35\%"),
+        (r"35\%", "35"),
+        (r"35\%", "0.35"),
     ],
 )
 def test_math_equivalent(math_verifier: MathVerifier, reference: str, answer: str) -> None:
@@ -53,11 +64,47 @@ def test_math_equivalent(math_verifier: MathVerifier, reference: str, answer: st
         ("x^2+1", "x^2-1"),
         ("3", "-3"),
         (r"\pi", "3.14"),
+        ("32349", "32, 349"),  # a list is not a number with a thousands separator
+        ("35", "3, 5"),
+        ("12102", "(12,102)"),
+        ("2", r"200\%"),  # a percentage never equals an integer 100 times smaller
+        ("25", r"40\%"),
+        ("0.5", "50"),  # without a percent sign there is no percent reading
+        ("1", "-[0,1)"),
+        ("5", "3 or more"),
     ],
 )
 def test_math_not_equivalent(math_verifier: MathVerifier, reference: str, answer: str) -> None:
     assert math_verifier.equivalent(reference, answer) is False
     assert math_verifier.equivalent(reference, normalise(answer)) is False
+
+
+@pytest.mark.parametrize(
+    "mode, reference, answer, expected",
+    [
+        ("value", "50", r"50\%", True),
+        ("value", "0.5", r"50\%", False),
+        ("fraction", "0.5", r"50\%", True),
+        ("fraction", "50", r"50\%", False),
+    ],
+)
+def test_percent_modes(mode: str, reference: str, answer: str, expected: bool) -> None:
+    assert MathVerifier(percent=mode).equivalent(reference, answer) is expected
+    assert MathVerifier(percent=mode).settings()["percent"] == mode
+
+
+def test_percent_mode_is_checked() -> None:
+    from rlbound.errors import RlboundError
+
+    with pytest.raises(RlboundError, match="percent must be one of"):
+        MathVerifier(percent="sometimes")
+
+
+def test_settings_record_rules_version() -> None:
+    from rlbound.verify.extract import RULES_VERSION
+
+    assert load_verifier("math").settings()["rules"] == RULES_VERSION
+    assert load_verifier("exact").settings()["rules"] == RULES_VERSION
 
 
 def test_math_registered_and_settings_record_fallback() -> None:

@@ -1,14 +1,14 @@
 """The verification pool: hard time limit with a kill, errors, crashes, cache and deduplication.
 
 The helper verifiers below live in this module so that worker processes can import them when
-they unpickle a check (the pool starts workers with "forkserver"/"spawn", never plain fork).
+they unpickle a check (each worker is a fresh interpreter that gets the test run's ``sys.path``).
+Starting verification from scripts, threads and other processes is in test_verify_anywhere.py.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import os
-import subprocess
 import sys
 import threading
 import time
@@ -52,7 +52,8 @@ class CountingVerifier(Verifier):
 
 
 class FlakyVerifier(CountingVerifier):
-    """Raises on "boom", kills its own process on "crash", sleeps on "sleep<N>"."""
+    """Raises on "boom", kills its own process on "crash", sleeps on "sleep<N>", asks for 64 GiB
+    on "hog"."""
 
     name = "flaky"
 
@@ -61,6 +62,8 @@ class FlakyVerifier(CountingVerifier):
             raise RuntimeError("boom")
         if answer == "crash":
             os._exit(3)
+        if answer == "hog":
+            return len(bytearray(64 * 2**30)) == 0
         if answer.startswith("sleep"):
             time.sleep(float(answer[len("sleep") :]))
         return super().equivalent(reference, answer)
@@ -134,6 +137,7 @@ def test_hard_limit_kills_hanging_check_and_batch_completes(pool: VerifierPool) 
     ]
     assert elapsed < LIMIT_S + 8.0, f"batch took {elapsed:.1f}s"
     assert pool.kills == kills_before + 1
+    assert pool.n_alive == 2, "the killed worker's replacement starts at once"
     # The killed worker was replaced: the pool keeps working.
     again = verify_batch(MathVerifier(), ["3"], [r"\boxed{3}"], timeout_s=LIMIT_S, pool=pool)
     assert again[0].correct
@@ -155,6 +159,21 @@ def test_error_and_crash_statuses_do_not_stop_the_batch(pool: VerifierPool, tmp_
         ("ok", False),
         ("no_answer", False),
     ]
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="RLIMIT_AS is enforced on Linux")
+def test_check_that_asks_for_too_much_memory_gets_error_and_is_cached(
+    pool: VerifierPool, tmp_path: Path
+) -> None:
+    verifier = FlakyVerifier(str(tmp_path / "log"))
+    cache = VerifyCache()
+    completions = [r"\boxed{hog}", r"\boxed{1}", r"\boxed{2}"]
+    limit = {"memory_limit_mb": 1024, "cache": cache, "pool": pool}
+    verdicts = verify_batch(verifier, ["1"] * 3, completions, **limit)
+    assert [(v.status, v.correct) for v in verdicts] == [("error", False), ("ok", True), ("ok", False)]
+    assert cache.stats()["entries"] == 3 and cache.checks == 3
+    again = verify_batch(verifier, ["1"], [r"\boxed{hog}"], **limit)
+    assert again[0].status == "error" and cache.checks == 3  # from the cache
 
 
 def test_repeated_answer_is_checked_once_and_cache_is_reused(pool: VerifierPool, tmp_path: Path) -> None:
@@ -214,12 +233,3 @@ def test_cache_keeps_verifiers_apart(pool: VerifierPool) -> None:
 def test_mismatched_lengths_are_rejected() -> None:
     with pytest.raises(ValueError):
         verify_batch(ExactVerifier(), ["1", "2"], ["1"])
-
-
-def test_unguarded_script_gets_an_actionable_error(tmp_path: Path) -> None:
-    """Workers import the main module; a script without a main guard must be told so, not hang."""
-    script = tmp_path / "unguarded.py"
-    script.write_text("import rlbound.verify\nrlbound.verify.verify_math('1', r'\\boxed{1}')\n")
-    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
-    assert result.returncode != 0
-    assert "if __name__" in result.stderr and "RlboundError" in result.stderr

@@ -47,11 +47,11 @@ def _parse_value(text: str):
         return text
 
 
-def _task_options(pairs: list[str]) -> dict:
+def _task_options(pairs: list[str], what: str = "task") -> dict:
     options = {}
     for pair in pairs:
         if "=" not in pair:
-            raise RlboundError(f"task option {pair!r} must look like KEY=VALUE")
+            raise RlboundError(f"{what} option {pair!r} must look like KEY=VALUE")
         key, value = pair.split("=", 1)
         options[key.strip().replace("-", "_")] = _parse_value(value)
     return options
@@ -84,6 +84,7 @@ def sample(
     seed: int = typer.Option(0, help="Run seed; each sample's seed derives from it."),
     template: Optional[str] = typer.Option(None, help="Prompt template (default: the task's)."),
     verifier: Optional[str] = typer.Option(None, help="Verifier (default: the task's)."),
+    verifier_option: List[str] = typer.Option([], "--verifier-option", "-V", help="KEY=VALUE for the verifier (repeatable), e.g. -V percent=value -V last_number_fallback=true."),
     task_option: List[str] = typer.Option([], "--task-option", "-O", help="KEY=VALUE for the task (repeatable), e.g. -O limit=50."),
     label: Optional[str] = typer.Option(None, help="Name of this run in reports (default: the directory name)."),
     batch_size: Optional[int] = typer.Option(None, help="Rows decoded together by the engine."),
@@ -105,7 +106,7 @@ def sample(
         temperature=temperature, top_p=top_p, top_k=top_k, max_tokens=max_tokens, stop=tuple(stop)
     )
     the_task = _build_task(task, _task_options(task_option))
-    the_verifier = load_verifier(verifier or the_task.verifier)
+    the_verifier = load_verifier(verifier or the_task.verifier, **_task_options(verifier_option, "verifier"))
     engine_options = {"device": device}
     if batch_size:
         engine_options["batch_size"] = batch_size
@@ -200,6 +201,97 @@ def score(
     options = {"device": device, **({"batch_size": batch_size} if batch_size else {})}
     stats = score_run(run, load_engine(engine, scorer, **options), label=label)
     typer.echo(f"{stats.path}: {stats.scored} samples scored, {stats.already_present} already present")
+
+
+@app.command()
+def reverify(
+    run: Path = typer.Argument(..., help="Run directory whose stored samples to grade again."),
+    timeout: float = typer.Option(5.0, "--timeout", help="Hard limit in seconds per verification."),
+    force: bool = typer.Option(False, "--force", help="Grade again even if the run's rules are current (e.g. with a larger --timeout)."),
+) -> None:
+    """Re-grade every stored sample of RUN under the current verifier rules (nothing re-sampled).
+
+    The new verdicts go beside the old ones (RUN/verdicts/<tag>.parquet; samples/ is never
+    changed) and become the run's verdicts for every analysis and report; a later `rlbound
+    sample` top-up grades new samples under the same rules.
+    """
+    from rlbound.reverify import describe, reverify_run
+
+    result = reverify_run(run, timeout_s=timeout, force=force)
+    typer.echo(describe(result))
+    if result.outcome != "written":
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(caption="a sample can count under several kinds" if len(result.changes) > 2 else None)
+    table.add_column("verdict change")
+    table.add_column("samples", justify="right")
+    for kind, count in result.changes.items():
+        table.add_row(kind, str(count))
+    Console().print(table)
+    if result.timeouts:
+        typer.echo(f"{result.timeouts} checks timed out (graded wrong); rerun with --force and a larger --timeout to retry them")
+    typer.echo(f"verdicts: {result.file} (now current; the shards in {run / 'samples'} are unchanged)")
+
+
+def _cell(text: str | None, width: int | None = 60) -> str:
+    """User text as a rich table cell: on one line, clipped to ``width``, markup escaped."""
+    from rich.markup import escape
+
+    if text is None:
+        return "–"
+    text = " ".join(str(text).split())
+    if width is not None and len(text) > width:
+        text = text[: width - 1] + "…"
+    return escape(text)
+
+
+@app.command("verify-check")
+def verify_check(
+    file: Path = typer.Argument(..., help="Graded JSONL: gold, completion, expect (true/false/null), optional id and source."),
+    verifier: str = typer.Option("math", "--verifier", help="Verifier to check: math, exact, ..."),
+    verifier_option: List[str] = typer.Option([], "--verifier-option", "-V", help="KEY=VALUE for the verifier (repeatable), e.g. -V percent=value -V last_number_fallback=true."),
+    timeout: float = typer.Option(10.0, "--timeout", help="Hard limit in seconds per verification."),
+    show: int = typer.Option(10, "--show", help="Disagreements to list (false acceptances first)."),
+) -> None:
+    """Agreement of a verifier with a trusted grader's labels, per source; lists disagreements."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from rlbound.verify.agreement import measure_agreement, read_graded
+    from rlbound.verify.base import load_verifier
+
+    if show < 0:
+        raise RlboundError(f"--show must be >= 0, got {show}")
+    if timeout <= 0:
+        raise RlboundError(f"--timeout must be positive, got {timeout}")
+    cases = read_graded(file)
+    if not cases:
+        raise RlboundError(f"graded file '{file}' holds no labelled cases")
+    the_verifier = load_verifier(verifier, **_task_options(verifier_option, "verifier"))
+    sources = measure_agreement(cases, the_verifier, timeout_s=timeout, progress_label="verifying")
+    table = Table(title=_cell(f"{the_verifier.name} verifier vs the graders' labels ({file.name})", None))
+    table.add_column("source", overflow="fold")
+    for col in ("cases", "agree", "agreement", "false acceptances", "false rejections"):
+        table.add_column(col, justify="right")
+    rows = [(s.source, s.cases, s.agree, len(s.false_accepts), len(s.false_rejects)) for s in sources]
+    if len(rows) > 1:
+        rows.append(("all", *(sum(r[i] for r in rows) for i in range(1, 5))))
+    for source, n, agree, accepts, rejects in rows:
+        table.add_row(_cell(source, None), str(n), str(agree), f"{100 * agree / n:.1f} %", str(accepts), str(rejects))
+    console = Console()
+    console.print(table)
+    disagreements = [d for s in sources for d in s.false_accepts] + [d for s in sources for d in s.false_rejects]
+    if not disagreements or show == 0:
+        return
+    listed = Table(title=f"disagreements ({min(show, len(disagreements))} of {len(disagreements)})")
+    for col in ("id", "gold", "answer", "status", "expect"):
+        listed.add_column(col, overflow="fold")
+    for case, verdict in disagreements[:show]:
+        listed.add_row(_cell(case.id, None), _cell(case.gold), _cell(verdict.answer), verdict.status,
+                       "true" if case.expect else "false")
+    console.print(listed)
 
 
 def _floats(text: str, what: str) -> list[float]:

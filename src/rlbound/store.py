@@ -7,12 +7,38 @@ Layout::
       samples/part-*.parquet   one row per (problem_id, sample_idx), written atomically
       scores/<label>.parquet   optional, by `rlbound score`: each sample's mean token log-prob and
       scores/<label>.json      PPL under one scoring model, and that scorer's identity
+      verdicts/<tag>.parquet   optional, by `rlbound reverify`: every sample re-graded under newer
+                               verifier rules (problem_id, sample_idx, answer, correct, verify_status)
 
 Shards are written to a temporary file, fsynced and renamed into place, so a killed run leaves
 only whole shards. A run is keyed by (problem_id, sample_idx): reopening a run directory with the
 same configuration lets the sampler fill only the missing pairs (a larger ``n`` tops up); a
-different configuration is refused with an error naming the differing field. Analyses read runs
+different configuration is refused with an error naming the differing field (and, when only the
+verifier's rules or backend version differ, pointing to ``rlbound reverify``). Analyses read runs
 through :func:`load_run` and never re-sample.
+
+Verdicts: a shard row holds the verdict its sample got when it was sampled, and shards are never
+rewritten. ``rlbound reverify`` (:mod:`rlbound.reverify`) writes re-graded verdicts *beside* them,
+as ``verdicts/<tag>.parquet``, and records them in run.json::
+
+    "config": {"verifier": {...}}        what grades the run now (new samples are graded by it)
+    "verdicts": {"current": "<tag>",     the file whose verdicts are the run's verdicts
+                 "original": {...},      the verifier the first samples were graded with
+                 "files": [{"tag", "file", "verifier", "replaces", "created", "samples",
+                            "changes", "timeouts", "timeout_s", "versions"}, ...]}
+
+``files`` lists every verdicts file, oldest first; ``replaces`` names the tag whose verdicts it
+superseded ("samples": the shards' own). ``original`` never changes once set.
+
+:func:`read_samples` (and so ``load_run(...).table`` and ``.samples``, which every analysis and
+the report read) returns each row with the current verdict file's ``answer``, ``correct`` and
+``verify_status`` where that file has the row's key, and the shard's own otherwise (samples added
+after the reverify, graded under ``config.verifier`` as they were written).
+``read_samples(run, original=True)`` (``Run.original_table``) returns the rows as the sampler
+wrote them. Runs without a "verdicts" entry read exactly as before.
+
+What this module does not do: it does not lock a run directory (one writer at a time: do not
+sample and reverify the same run at once), and it never deletes superseded verdict files.
 """
 
 from __future__ import annotations
@@ -30,6 +56,7 @@ from typing import Any, Iterable
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from rlbound.analysis.perplexity import SampleScores
@@ -57,6 +84,19 @@ SAMPLE_SCHEMA = pa.schema(
         ("verify_status", pa.string()),
     ]
 )
+
+VERDICT_DIR = "verdicts"
+VERDICT_COLUMNS = ("answer", "correct", "verify_status")
+VERDICT_SCHEMA = pa.schema(
+    [("problem_id", pa.string()), ("sample_idx", pa.int32())]
+    + [SAMPLE_SCHEMA.field(c) for c in VERDICT_COLUMNS]
+)
+"""Rows of ``verdicts/<tag>.parquet`` (written by :mod:`rlbound.reverify`)."""
+
+# Fields of a verifier's settings that name the version of its rules or of its backend library
+# rather than an option a user chose: runs differing only there (or in settings a newer rlbound
+# added) can be re-graded in place by `rlbound reverify`.
+GRADING_VERSION_FIELDS = ("rules", "backend")
 
 SCORE_DIR = "scores"
 SCORE_SCHEMA = pa.schema(
@@ -89,6 +129,30 @@ def _describe(value: Any) -> str:
     return json.dumps(value, sort_keys=True) if isinstance(value, (dict, list)) else repr(value)
 
 
+def describe_verifier(spec: dict[str, Any] | None) -> str:
+    """A verifier spec (run.json's ``config.verifier``) in words: 'math rules 2 (math-verify 0.9.0)'.
+
+    Runs recorded before rules were versioned carry no "rules" setting: those are rules 1.
+    """
+    spec = spec or {}
+    settings = spec.get("settings") or {}
+    text = f"{spec.get('name', '?')} rules {settings.get('rules', 1)}"
+    return text + (f" ({settings['backend']})" if settings.get("backend") else "")
+
+
+def _options_only(stored: dict, current: dict) -> tuple[dict, dict]:
+    """Both configs without what only versions the grading: the verifier's ``rules`` and
+    ``backend``, and settings one side lacks (options added or dropped by a newer rlbound)."""
+    stored, current = json.loads(json.dumps(stored)), json.loads(json.dumps(current))
+    a = (stored.get("verifier") or {}).get("settings")
+    b = (current.get("verifier") or {}).get("settings")
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in (set(a) ^ set(b)) | set(GRADING_VERSION_FIELDS):
+            a.pop(key, None)
+            b.pop(key, None)
+    return stored, current
+
+
 def config_difference(old: dict, new: dict, prefix: str = "") -> str | None:
     """The first differing field between two configs, as 'field: old vs new', or None."""
     for key in sorted(set(old) | set(new)):
@@ -111,7 +175,16 @@ class RunWriter:
         meta_path = self.path / RUN_FILE
         if meta_path.exists():
             meta = read_meta(self.path)
-            diff = config_difference(meta.get("config", {}), self.config)
+            stored = meta.get("config", {})
+            # A difference in options is named first; one only in rules versions can be re-graded.
+            diff = config_difference(*_options_only(stored, self.config))
+            if diff is None and config_difference(stored, self.config) is not None:
+                raise RlboundError(
+                    f"run '{self.path}' was graded under other verifier rules (the run has "
+                    f"{describe_verifier(stored.get('verifier'))}, this rlbound grades with "
+                    f"{describe_verifier(self.config.get('verifier'))}); run `rlbound reverify {self.path}` "
+                    "first to re-grade its stored samples, then rerun this command"
+                )
             if diff:
                 raise RlboundError(
                     f"run '{self.path}' was made with other settings ({diff}); "
@@ -138,9 +211,7 @@ class RunWriter:
 
     def save_meta(self, **updates: Any) -> None:
         self.meta.update(updates)
-        self.meta["updated"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        text = json.dumps(self.meta, indent=2, sort_keys=False) + "\n"
-        atomic_write_text(self.path / RUN_FILE, text)
+        write_meta(self.path, self.meta)
 
     def existing_keys(self) -> set[tuple[str, int]]:
         """The (problem_id, sample_idx) pairs already stored."""
@@ -154,6 +225,12 @@ class RunWriter:
         target = self.path / SHARD_DIR / name
         atomic_write(target, lambda tmp: pq.write_table(table, tmp, compression="zstd"))
         return target
+
+
+def write_meta(path: str | Path, meta: dict[str, Any]) -> None:
+    """Replace a run's run.json with ``meta`` (atomically), stamping ``updated``."""
+    meta["updated"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    atomic_write_text(Path(path) / RUN_FILE, json.dumps(meta, indent=2, sort_keys=False) + "\n")
 
 
 def read_meta(path: str | Path) -> dict[str, Any]:
@@ -170,16 +247,73 @@ def read_meta(path: str | Path) -> dict[str, Any]:
         raise RlboundError(f"run '{run}': {RUN_FILE} is not valid JSON ({exc.msg})") from None
 
 
-def read_samples(path: str | Path, columns: Iterable[str] | None = None) -> pa.Table:
-    """All sample rows of a run (one table; duplicates of a key, if any, keep the first)."""
+def current_verdicts(path: str | Path, meta: dict[str, Any] | None = None) -> Path | None:
+    """The run's current verdicts file (``verdicts/<tag>.parquet``), or None when the shards'
+    own verdicts are current (no ``rlbound reverify`` yet)."""
+    run = Path(path)
+    if meta is None:
+        meta = read_meta(run) if (run / RUN_FILE).is_file() else {}
+    tag = (meta.get("verdicts") or {}).get("current")
+    if not tag:
+        return None
+    file = run / VERDICT_DIR / f"{tag}.parquet"
+    if not file.is_file():
+        raise RlboundError(
+            f"run '{run}': its current verdicts {VERDICT_DIR}/{file.name} are missing; "
+            f"run `rlbound reverify {run}` to grade its samples again"
+        )
+    return file
+
+
+def read_samples(
+    path: str | Path,
+    columns: Iterable[str] | None = None,
+    *,
+    original: bool = False,
+    meta: dict[str, Any] | None = None,
+) -> pa.Table:
+    """All sample rows of a run, as one table (``Run.samples`` drops repeated keys, if any).
+
+    ``answer``, ``correct`` and ``verify_status`` are the run's current verdicts (see the module
+    docstring); ``original=True`` returns the rows exactly as the shards hold them. ``meta`` is
+    the run's run.json if the caller has already read it.
+    """
     shard_dir = Path(path) / SHARD_DIR
     files = sorted(shard_dir.glob("part-*.parquet")) if shard_dir.is_dir() else []
     cols = list(columns) if columns else None
     if not files:
         schema = SAMPLE_SCHEMA if cols is None else pa.schema([SAMPLE_SCHEMA.field(c) for c in cols])
         return schema.empty_table()
-    tables = [pq.read_table(f, columns=cols) for f in files]
-    return pa.concat_tables(tables)
+    overlay = None
+    if not original and (cols is None or any(c in VERDICT_COLUMNS for c in cols)):
+        overlay = current_verdicts(path, meta)
+    read_cols = cols
+    if overlay is not None and cols is not None:
+        read_cols = list(dict.fromkeys(["problem_id", "sample_idx", *cols]))
+    table = pa.concat_tables([pq.read_table(f, columns=read_cols) for f in files])
+    if overlay is not None:
+        table = _apply_verdicts(table, overlay)
+        if cols is not None:
+            table = table.select(cols)
+    return table
+
+
+def _apply_verdicts(table: pa.Table, file: Path) -> pa.Table:
+    """``table`` with its verdict columns taken from ``file`` wherever ``file`` has the row's key."""
+    wanted = [c for c in VERDICT_COLUMNS if c in table.column_names]
+    if not wanted or table.num_rows == 0:
+        return table
+    keys = ["problem_id", "sample_idx"]
+    verdicts = pq.read_table(file, columns=[*keys, *wanted])
+    verdicts = verdicts.rename_columns([*keys, *(f"__new_{c}" for c in wanted)])
+    verdicts = verdicts.append_column("__has", pa.array(np.ones(verdicts.num_rows, dtype=bool)))
+    left = table.select(keys).append_column("__row", pa.array(np.arange(table.num_rows, dtype=np.int64)))
+    joined = left.join(verdicts, keys=keys, join_type="left outer", use_threads=False).sort_by("__row")
+    has = pc.fill_null(joined.column("__has"), False)
+    for c in wanted:
+        merged = pc.if_else(has, joined.column(f"__new_{c}"), table.column(c))
+        table = table.set_column(table.schema.get_field_index(c), table.schema.field(c), merged)
+    return table
 
 
 @dataclass
@@ -195,7 +329,13 @@ class Run:
 
     @cached_property
     def table(self) -> pa.Table:
-        return read_samples(self.path)
+        """Every sample row, with the run's current verdicts (see the module docstring)."""
+        return read_samples(self.path, meta=self.meta)
+
+    @cached_property
+    def original_table(self) -> pa.Table:
+        """Every sample row as the sampler wrote it (the verdicts it got when it was sampled)."""
+        return read_samples(self.path, original=True)
 
     @cached_property
     def samples(self) -> RunSamples:

@@ -1,7 +1,9 @@
 """``rlbound lab run``: the whole boundary study on a CPU, as cached, resumable stages.
 
 Stages, in order (each a directory ``OUT/stages/<name>-<key>``, where ``key`` hashes the stage's
-own knobs and the keys of the stages it reads, so a changed knob reruns only what depends on it):
+own knobs and the keys of the stages it reads, so a changed knob reruns only what depends on it;
+a stage that samples and grades also hashes its verifiers' settings, rules version included, so
+new grading rules rebuild it rather than resume a run graded under the old ones):
 
 1. ``corpus-base``, ``corpus-teacher``: the two pretraining corpora (``corpus.jsonl`` + stats);
 2. ``pretrain-base``, ``pretrain-teacher``: tiny transformers trained from scratch on them, with
@@ -43,6 +45,7 @@ from rlbound.lab.corpus import (
     FAMILIES,
     RL_OFFSET,
     SELF_TRAIN_OFFSET,
+    VERIFIER_OF_FAMILY,
     build_corpus,
     check_corpus_config,
     corpus_problem_count,
@@ -117,6 +120,20 @@ class _Stages:
 
 
 # ------------------------------------------------------------------------------- the stages
+
+
+def _graders(families) -> dict:
+    """What grades each family's samples: the verifier's name and settings (rules version and
+    backend included), as the sampler records them. Part of the key of every stage that samples
+    and grades, so new grading rules give a fresh stage instead of resuming (or reusing) a run
+    graded under the old ones, which the store would refuse to top up."""
+    from rlbound.verify.base import load_verifier
+
+    graders = {}
+    for family in families:
+        verifier = load_verifier(VERIFIER_OF_FAMILY[family])
+        graders[family] = {"name": verifier.name, "settings": verifier.settings()}
+    return graders
 
 
 def _write_corpus(config: LabConfig, which: str, path: Path) -> dict:
@@ -340,14 +357,16 @@ def run_lab(out: str | Path, config: LabConfig, preset_name: str = "default") ->
         record = stages.run(
             which.replace("_", "-"),
             {"student": models["base"][1], "sampler": models[sampler][1], "world": world,
-             "settings": getattr(config, which).as_dict(), "sampling": config.sampling.as_dict()},
+             "settings": getattr(config, which).as_dict(), "sampling": config.sampling.as_dict(),
+             "graders": _graders(FAMILIES)},
             lambda p, w=which, s=sampler, o=offset: _finetune_on_correct(config, w, models[s][0], base_dir, o, p),
         )
         models[name] = (str(Path(record.path) / "model"), record.key)
     labels = None
     if config.rl.algorithms and config.rl.reward == "incorrect_label":
         labels = stages.run("labels-base", {"base": models["base"][1], "world": world, "rl": config.rl.as_dict(),
-                                            "sampling": config.sampling.as_dict()},
+                                            "sampling": config.sampling.as_dict(),
+                                            "graders": _graders(config.rl.families)},
                             lambda p: _base_labels(config, base_dir, p))
     training: dict[str, list[dict]] = {}  # algorithm -> its per-step metrics, for the report
     for algo in config.rl.algorithms:
@@ -367,7 +386,8 @@ def run_lab(out: str | Path, config: LabConfig, preset_name: str = "default") ->
         for family in FAMILIES:
             record = stages.run(
                 f"eval-{name}-{family}",
-                {"model": key, "world": world, "sampling": config.sampling.as_dict()},
+                {"model": key, "world": world, "sampling": config.sampling.as_dict(),
+                 "graders": _graders([family])},
                 lambda p, m=model_dir, f=family, n=name: _evaluate(config, m, test_tasks[f], n, p),
             )
             runs_by_family[family].append(load_run(Path(record.path) / "run").samples)
@@ -382,7 +402,8 @@ def run_lab(out: str | Path, config: LabConfig, preset_name: str = "default") ->
                 record = stages.run(
                     f"train-eval-{name}-{family}",
                     {"model": key, "world": world, "problems": config.rl.check_problems,
-                     "samples": config.rl.check_samples, "sampling": config.sampling.as_dict()},
+                     "samples": config.rl.check_samples, "sampling": config.sampling.as_dict(),
+                     "graders": _graders([family])},
                     lambda p, m=model_dir, f=family, n=name: _evaluate(config, m, check_tasks[f], n, p,
                                                                        n=config.rl.check_samples),
                 )

@@ -73,4 +73,20 @@ register_verifier = VERIFIERS.register
 
 
 def load_verifier(name: str, **options: Any) -> Verifier:
-    return VERIFIERS.get(name)(**options)
+    """The registered verifier ``name`` built with ``options`` (its constructor's keywords); an
+    unknown option is a one-line error listing the accepted ones."""
+    import inspect
+
+    from rlbound.errors import RlboundError
+
+    factory = VERIFIERS.get(name)
+    accepted = [
+        p.name for p in inspect.signature(factory).parameters.values()
+        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    ]
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise RlboundError(
+            f"verifier {name!r} has no option {unknown[0]!r}; its options: {', '.join(accepted) or 'none'}"
+        )
+    return factory(**options)

@@ -18,7 +18,7 @@ from fractions import Fraction
 from typing import Any
 
 from rlbound.verify.base import Verifier, register_verifier
-from rlbound.verify.extract import extract_answer, normalise
+from rlbound.verify.extract import RULES_VERSION, extract_answer, normalise
 
 __all__ = ["ExactVerifier", "parse_number"]
 
@@ -87,6 +87,7 @@ class ExactVerifier(Verifier):
     def settings(self) -> dict[str, Any]:
         return {
             "verifier": self.name,
+            "rules": RULES_VERSION,
             "last_number_fallback": self.last_number_fallback,
             "case_sensitive": self.case_sensitive,
         }

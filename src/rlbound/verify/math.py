@@ -23,15 +23,16 @@ What it does not do:
 from __future__ import annotations
 
 import logging
-import os
 from functools import lru_cache
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
+from rlbound.errors import RlboundError
 from rlbound.verify.base import Verifier, register_verifier
-from rlbound.verify.extract import extract_answer, normalise
+from rlbound.verify.exact import parse_number
+from rlbound.verify.extract import RULES_VERSION, extract_answer, normalise
 
-__all__ = ["MathVerifier"]
+__all__ = ["PERCENT_MODES", "MathVerifier", "percent_readings"]
 
 
 class _DropTimeoutDisabledWarning(logging.Filter):
@@ -71,6 +72,58 @@ def _parse(text: str) -> list:
         raise TimeoutError("Math-Verify parsing timed out") from exc
 
 
+PERCENT_MODES = ("both", "value", "fraction")
+_PERCENT_SUFFIX = "\\%"
+
+
+def _without_percent(key: str) -> str | None:
+    """The number before a trailing ``\\%`` in a normalised answer, or None."""
+    if not key.endswith(_PERCENT_SUFFIX):
+        return None
+    value = key[: -len(_PERCENT_SUFFIX)].strip()
+    return value if parse_number(value) is not None else None
+
+
+def _hundredth(value: str) -> str:
+    number = parse_number(value)
+    assert number is not None
+    number /= 100
+    return str(number.numerator) if number.denominator == 1 else f"{number.numerator}/{number.denominator}"
+
+
+def _is_fraction(key: str) -> bool:
+    number = parse_number(key)
+    return number is not None and number.denominator != 1
+
+
+def percent_readings(reference: str, answer: str, mode: str = "both") -> list[tuple[str, str]]:
+    """The (reference, answer) pairs to compare when either side is a percentage.
+
+    Math-Verify reads ``50\\%`` as 0.5 only. Here, in mode ``"both"``, ``50%`` equals ``50``
+    and, when the other side is a non-integer number (a fraction such as ``0.5`` or ``1/2``),
+    ``0.5``: graders of word problems accept either, and a percentage never equals an integer
+    100 times smaller (``200%`` is not ``2``). Mode ``"value"`` keeps only the first reading,
+    ``"fraction"`` only the second. Keys without a percentage are compared as they are.
+    """
+    reference_value, answer_value = _without_percent(reference), _without_percent(answer)
+    if reference_value is None and answer_value is None:
+        return [(reference, answer)]
+    if reference_value is not None and answer_value is not None:
+        return [(reference_value, answer_value)]
+    readings = []
+    if answer_value is not None:
+        if mode != "fraction":
+            readings.append((reference, answer_value))
+        if mode != "value" and (_is_fraction(reference) or mode == "fraction"):
+            readings.append((reference, _hundredth(answer_value)))
+    else:
+        if mode != "fraction":
+            readings.append((reference_value, answer))
+        if mode != "value" and (_is_fraction(answer) or mode == "fraction"):
+            readings.append((_hundredth(reference_value), answer))
+    return readings
+
+
 @lru_cache(maxsize=4096)
 def _parse_reference(reference: str) -> list:
     return _parse(reference)
@@ -94,12 +147,15 @@ class MathVerifier(Verifier):
         last_number_fallback: when no answer marker is found, take the last number in the text.
             Off by default (it rewards rambling); recorded in ``settings()``.
         float_rounding, numeric_precision, strict: passed to ``math_verify.verify``.
+        percent: what a percentage equals (see :func:`percent_readings`): ``"both"`` (default:
+            ``50%`` equals ``50``, and ``0.5`` when the other side is a non-integer number),
+            ``"value"`` (only ``50``) or ``"fraction"`` (only ``0.5``).
+        set_relations: let a relation match the set it describes (``-2 \\le x \\le 7`` equals
+            ``x \\in [-2, 7]``); Math-Verify's ``allow_set_relation_comp``.
     """
 
     name = "math"
     cheap = False
-    #: Modules a worker process should import before its first check (see the pool).
-    preload_modules = ("math_verify",)
 
     def __init__(
         self,
@@ -107,11 +163,17 @@ class MathVerifier(Verifier):
         float_rounding: int = 6,
         numeric_precision: int = 15,
         strict: bool = True,
+        percent: str = "both",
+        set_relations: bool = True,
     ):
+        if percent not in PERCENT_MODES:
+            raise RlboundError(f"math verifier: percent must be one of {', '.join(PERCENT_MODES)}, got {percent!r}")
         self.last_number_fallback = bool(last_number_fallback)
         self.float_rounding = int(float_rounding)
         self.numeric_precision = int(numeric_precision)
         self.strict = bool(strict)
+        self.percent = percent
+        self.set_relations = bool(set_relations)
 
     def extract(self, completion: str) -> str | None:
         return extract_answer(completion, last_number_fallback=self.last_number_fallback)
@@ -120,7 +182,16 @@ class MathVerifier(Verifier):
         return normalise(answer)
 
     def equivalent(self, reference: str, answer: str) -> bool:
-        if normalise(reference) == normalise(answer):
+        reference_key, answer_key = normalise(reference), normalise(answer)
+        if reference_key == answer_key:
+            return True
+        return any(
+            self._math_verify_equal(gold, target)
+            for gold, target in percent_readings(reference_key, answer_key, self.percent)
+        )
+
+    def _math_verify_equal(self, reference: str, answer: str) -> bool:
+        if reference == answer:
             return True
         from math_verify import verify
         from math_verify.errors import TimeoutException
@@ -137,6 +208,7 @@ class MathVerifier(Verifier):
                     float_rounding=self.float_rounding,
                     numeric_precision=self.numeric_precision,
                     strict=self.strict,
+                    allow_set_relation_comp=self.set_relations,
                     timeout_seconds=None,
                 )
             )
@@ -154,15 +226,13 @@ class MathVerifier(Verifier):
     def settings(self) -> dict[str, Any]:
         return {
             "verifier": self.name,
+            "rules": RULES_VERSION,
             "backend": f"math-verify {_math_verify_version()}",
             "last_number_fallback": self.last_number_fallback,
             "float_rounding": self.float_rounding,
             "numeric_precision": self.numeric_precision,
             "strict": self.strict,
+            "percent": self.percent,
+            "set_relations": self.set_relations,
         }
 
-
-if os.environ.get("RLBOUND_VERIFY_WARM_UP") == "1":
-    # Imported by the verification pool's forkserver (see rlbound.verify.pool.WARM_UP_ENV): pay
-    # the lazy set-up once here so that every worker forked from it starts warm.
-    MathVerifier().warm_up()

@@ -8,39 +8,55 @@
    once, and a :class:`VerifyCache` passed by the caller carries verdicts across calls (at large k
    most samples repeat a handful of answers, so most are never checked at all);
 3. the remaining checks (``verifier.equivalent``) run in long-lived worker processes
-   (:class:`VerifierPool`, "forkserver" context, "spawn" where there is none, so a parent that has
-   loaded torch or CUDA is never forked). Each check has a hard wall-clock limit: past
-   ``timeout_s`` its worker is killed with SIGKILL, the check gets status ``timeout``, a fresh
-   worker takes its place and the rest of the batch goes on. A check that raises gets ``error``.
+   (:class:`VerifierPool`). Each check has a hard wall-clock limit: past ``timeout_s`` its worker
+   is killed with SIGKILL, the check gets status ``timeout``, a replacement worker starts at once
+   (its start-up overlaps the other workers' checks) and the rest of the batch goes on. A check
+   that raises gets ``error``; so does one that runs out of memory (each worker's address space
+   is capped at ``memory_limit_mb``, 4 GiB by default), and its worker is replaced.
 
 Verifiers that declare ``cheap = True`` (the exact verifier) run inline, with no pool and no
 time limit; so does any batch whose keys are all cached, which never starts a worker.
 
-Workers import the caller's main module (as with any "spawn"/"forkserver" multiprocessing), so a
-script that calls :func:`verify_batch` must do so under ``if __name__ == "__main__":``; without the
-guard the workers cannot start and an :class:`~rlbound.errors.RlboundError` says so.
+How workers start: each is a fresh interpreter (``sys.executable``) running
+:mod:`rlbound.verify.worker`, talking to the pool over its standard input and output. It is never
+a fork of the caller (a parent that has loaded torch or CUDA is safe) and never imports the
+caller's main module, so no ``if __name__ == "__main__":`` guard is needed: call the verifiers
+from a script, ``python -``, a notebook, a thread, or a worker process of another framework
+(multiprocessing pools, TRL reward functions, Ray tasks). The worker gets the caller's
+``sys.path`` (and the directory holding ``rlbound`` on ``PYTHONPATH``), so a verifier defined in
+any importable module loads there; one defined in ``__main__`` cannot, and is refused with a
+one-line :class:`~rlbound.errors.RlboundError`. A worker loads and warms up its verifier before
+it starts a check (within :data:`STARTUP_GRACE_S`); only then does the ``timeout_s`` clock start.
+Workers' standard error is discarded, unless this module's logger is at DEBUG when they start;
+check tracebacks are logged at DEBUG either way.
+
+The process-wide pool (used when no ``pool`` is given) starts on the first call and is reused by
+every later one, so a single :func:`verify_math` pays the worker start-up once per process; it is
+closed at interpreter exit. A worker exits by itself when the end of its standard input shows
+that the caller is gone, also when the caller was killed.
 
 What this module does not do: it does not sandbox (workers are ordinary processes with the
-parent's permissions, fine for parsing maths, not for running untrusted code), it does not bound
-memory, and it does not retry timed-out checks (a cached timeout is re-checked only under a
-larger ``timeout_s``).
+caller's permissions, fine for parsing maths, not for running untrusted code), its memory limit
+is not enforced on macOS (no ``RLIMIT_AS`` there), it does not run on Windows, and it does not
+retry timed-out checks (a cached timeout is re-checked only under a larger ``timeout_s``).
 """
 
 from __future__ import annotations
 
 import atexit
 import logging
-import multiprocessing
 import os
 import pickle
-import signal
+import subprocess
+import sys
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
-from multiprocessing.connection import Connection, wait
+from multiprocessing.connection import wait
 from typing import Any
 
 from rlbound.errors import RlboundError
@@ -54,6 +70,7 @@ from rlbound.verify.base import (
     Verifier,
     load_verifier,
 )
+from rlbound.verify.worker import receive_message, send_message
 
 __all__ = [
     "CachedCheck",
@@ -70,9 +87,11 @@ logger = logging.getLogger(__name__)
 #: counts as failed; the ``timeout_s`` clock starts only once the verifier is loaded.
 STARTUP_GRACE_S = 120.0
 
-#: Set while worker processes start: verifier modules that see it (the forkserver imports them
-#: before forking workers) pay their lazy set-up at import, so every worker starts warm.
-WARM_UP_ENV = "RLBOUND_VERIFY_WARM_UP"
+#: Default cap on each worker's address space (``RLIMIT_AS``), in MiB; None or 0: no cap.
+DEFAULT_MEMORY_LIMIT_MB = 4096
+
+#: What a worker interpreter runs.
+WORKER_CODE = "from rlbound.verify.worker import main; main()"
 
 CacheKey = tuple[str, str, str]  # (verifier signature, reference, normalised answer)
 
@@ -150,68 +169,55 @@ def verifier_signature(verifier: Verifier) -> str:
 # --- worker processes ----------------------------------------------------------------------------
 
 
-def _worker_main(conn: Connection) -> None:
-    """Loop of a worker process: receive a check, report ``started``, run it, report the result."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's business
-    verifiers: dict[bytes, Verifier] = {}
-    while True:
-        try:
-            message = conn.recv()
-        except (EOFError, OSError):
-            return
-        if message is None:
-            return
-        task_id, blob, reference, answer = message
-        try:
-            verifier = verifiers.get(blob)
-            if verifier is None:
-                verifier = pickle.loads(blob)
-                verifiers.clear()
-                verifiers[blob] = verifier
-                # Lazy imports and parser set-up happen here, before the check's clock starts.
-                warm_up = getattr(verifier, "warm_up", None)
-                if callable(warm_up):
-                    try:
-                        warm_up()
-                    except Exception:  # noqa: BLE001 - a failed warm-up only costs time later
-                        pass
-        except BaseException as exc:  # noqa: BLE001 - report, never die on a bad verifier
-            conn.send(("done", task_id, STATUS_ERROR, False, f"cannot load verifier: {exc!r}"))
-            continue
-        conn.send(("started", task_id))
-        try:
-            correct, status, detail = bool(verifier.equivalent(reference, answer)), STATUS_OK, ""
-        except TimeoutError as exc:
-            correct, status, detail = False, STATUS_TIMEOUT, repr(exc)
-        except BaseException as exc:  # noqa: BLE001 - e.g. Math-Verify's TimeoutException
-            correct, status, detail = False, STATUS_ERROR, f"{type(exc).__name__}: {exc}"[:500]
-        conn.send(("done", task_id, status, correct, detail))
+def _worker_env() -> dict[str, str]:
+    """The caller's environment, with the directory holding ``rlbound`` first on PYTHONPATH.
+
+    So the worker imports this very copy of rlbound, also when the caller found it through
+    ``sys.path`` tricks rather than an installation.
+    """
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
+    return env
 
 
 class _Worker:
-    def __init__(self, context: Any):
-        parent_conn, child_conn = context.Pipe(duplex=True)
-        self.process = context.Process(
-            target=_worker_main, args=(child_conn,), daemon=True, name="rlbound-verify-worker"
-        )
-        previous = os.environ.get(WARM_UP_ENV)
-        os.environ[WARM_UP_ENV] = "1"  # inherited by the forkserver if this start launches it
+    """One worker interpreter, the pipes to it, and the clock of its current check."""
+
+    def __init__(self) -> None:
+        if not sys.executable:
+            raise RlboundError("cannot start verifier workers: sys.executable is unknown")
+        stderr = None if logger.isEnabledFor(logging.DEBUG) else subprocess.DEVNULL
         try:
-            self.process.start()
-        finally:
-            if previous is None:
-                del os.environ[WARM_UP_ENV]
-            else:
-                os.environ[WARM_UP_ENV] = previous
-        child_conn.close()
-        self.conn: Connection = parent_conn
+            self.process = subprocess.Popen(
+                [sys.executable, "-c", WORKER_CODE],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+                env=_worker_env(),
+                bufsize=0,
+            )
+        except OSError as exc:
+            raise RlboundError(f"cannot start a verifier worker process: {exc}") from None
+        self.output = self.process.stdout  # what the pool waits on
         self.sent_at = 0.0
         self.started_at: float | None = None  # when the worker began the current check
         self.ever_started = False  # whether it ever loaded a verifier and began a check
+        try:
+            send_message(self.process.stdin.fileno(), list(sys.path))
+        except OSError:  # it died at once; the next send or read says so
+            pass
+
+    @property
+    def alive(self) -> bool:
+        return self.process.poll() is None
 
     def send(self, message: tuple) -> None:
         self.sent_at, self.started_at = time.monotonic(), None
-        self.conn.send(message)
+        send_message(self.process.stdin.fileno(), message)
+
+    def receive(self) -> Any:
+        return receive_message(self.output.fileno())
 
     def deadline(self, timeout_s: float) -> float:
         if self.started_at is None:
@@ -219,71 +225,81 @@ class _Worker:
         return self.started_at + timeout_s
 
     def kill(self) -> None:
+        self.process.kill()
         try:
-            self.process.kill()
-            self.process.join(timeout=5)
-        finally:
-            self.conn.close()
-
-    def stop(self) -> None:
-        try:
-            self.conn.send(None)
-        except (OSError, ValueError):
+            self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:  # stuck in the kernel; reaped when the pool next polls it
             pass
-        self.process.join(timeout=1)
-        if self.process.is_alive():
+        self.close_pipes()
+
+    def close_pipes(self) -> None:
+        for pipe in (self.process.stdin, self.process.stdout):
+            try:
+                pipe.close()
+            except OSError:
+                pass
+
+    def stop(self, deadline: float) -> None:
+        """Wait until ``deadline`` for the worker to exit (after its input was closed), then kill."""
+        try:
+            self.process.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
             self.kill()
-        else:
-            self.conn.close()
-
-
-def _context(preload: Sequence[str]) -> Any:
-    methods = multiprocessing.get_all_start_methods()
-    if "forkserver" in methods:
-        context = multiprocessing.get_context("forkserver")
-        # Workers fork from a server that has already imported the verifier's modules, so a
-        # replacement worker (after a kill) is ready in milliseconds. No effect if the server
-        # was already started by someone else.
-        context.set_forkserver_preload(["__main__", "rlbound.verify", *preload])
-        return context
-    return multiprocessing.get_context("spawn")
+        self.close_pipes()
 
 
 class VerifierPool:
     """Long-lived worker processes that run ``verifier.equivalent`` under a hard time limit.
 
     Workers start lazily (only as many as a batch can use) and stay alive between calls;
-    :meth:`close` stops them. ``workers`` defaults to ``os.cpu_count()``.
+    :meth:`close` stops them. ``workers`` defaults to ``os.cpu_count()``. The memory limit is
+    per call (:meth:`run`, :func:`verify_batch`), like the time limit, so one pool serves callers
+    with different limits.
     """
 
     def __init__(self, workers: int | None = None):
         self.max_workers = max(1, workers or os.cpu_count() or 1)
         self._workers: list[_Worker | None] = []
-        self._context: Any = None
         self._lock = threading.Lock()
         self.kills = 0  # checks cut off at the time limit, over the pool's life
+        _POOLS.add(self)
 
     @property
     def n_alive(self) -> int:
-        return sum(1 for w in self._workers if w is not None and w.process.is_alive())
+        return sum(1 for w in self._workers if w is not None and w.alive)
 
-    def _worker(self, index: int, preload: Sequence[str]) -> _Worker:
-        if self._context is None:
-            self._context = _context(preload)
+    def _worker(self, index: int) -> _Worker:
         while len(self._workers) <= index:
             self._workers.append(None)
         worker = self._workers[index]
-        if worker is None or not worker.process.is_alive():
+        if worker is None or not worker.alive:
             if worker is not None:
                 worker.kill()
-            worker = self._workers[index] = _Worker(self._context)
+            worker = self._workers[index] = _Worker()
         return worker
 
-    def _replace(self, index: int) -> None:
+    def _replace(self, index: int, warm_up: tuple | None = None) -> None:
+        """Kill worker ``index``; with a ``warm_up`` message, start its replacement now."""
         worker = self._workers[index]
         if worker is not None:
             worker.kill()
         self._workers[index] = None
+        if warm_up is not None:
+            # Its interpreter start-up and verifier loading overlap the other workers' checks.
+            try:
+                self._worker(index).send(warm_up)
+            except OSError:  # it died at once; the next check sent to it finds out
+                pass
+
+    def _send(self, index: int, message: tuple) -> _Worker:
+        worker = self._worker(index)
+        try:
+            worker.send(message)
+        except OSError:  # it died while idle: give the check to a fresh worker
+            self._replace(index)
+            worker = self._worker(index)
+            worker.send(message)
+        return worker
 
     def run(
         self,
@@ -292,34 +308,37 @@ class VerifierPool:
         timeout_s: float,
         on_result: Callable[[int, bool, str], None],
         workers: int | None = None,
+        memory_limit_mb: float | None = DEFAULT_MEMORY_LIMIT_MB,
     ) -> None:
         """Run ``verifier.equivalent(reference, answer)`` for each check; report each outcome.
 
         ``on_result(i, correct, status)`` is called once per check, in completion order.
+        ``memory_limit_mb`` caps each worker's address space (None or 0: no cap).
         """
         if not checks:
             return
+        blob = _verifier_blob(verifier)
         with self._lock:  # one batch at a time: workers hold per-batch state
-            self._run(verifier, checks, timeout_s, on_result, workers)
+            self._run(blob, checks, timeout_s, on_result, workers, memory_limit_mb or None)
 
     def _run(
         self,
-        verifier: Verifier,
+        blob: bytes,
         checks: Sequence[tuple[str, str]],
         timeout_s: float,
         on_result: Callable[[int, bool, str], None],
         workers: int | None,
+        memory_limit_mb: float | None,
     ) -> None:
-        blob = pickle.dumps(verifier)
-        preload = tuple(getattr(verifier, "preload_modules", ()))
         n_workers = min(len(checks), max(1, workers or self.max_workers))
+        warm_up = (None, blob, None, None, timeout_s, memory_limit_mb)  # for replacements
         pending = deque(range(len(checks)))
         busy: dict[int, tuple[_Worker, int]] = {}  # worker index -> (worker, check index)
 
-        def finish(index: int, correct: bool, status: str, *, kill: bool) -> None:
+        def finish(index: int, correct: bool, status: str, *, replace: bool) -> None:
             _, task = busy.pop(index)
-            if kill:
-                self._replace(index)
+            if replace:
+                self._replace(index, warm_up)
             on_result(task, correct, status)
 
         try:
@@ -327,19 +346,13 @@ class VerifierPool:
                 for index in range(n_workers):
                     if index in busy or not pending:
                         continue
-                    worker = self._worker(index, preload)
                     task = pending.popleft()
-                    busy[index] = (worker, task)
-                    try:
-                        worker.send((task, blob, *checks[task]))
-                    except OSError:  # the worker died between batches
-                        finish(index, False, STATUS_ERROR, kill=True)
-                if not busy:
-                    continue
+                    message = (task, blob, *checks[task], timeout_s, memory_limit_mb)
+                    busy[index] = (self._send(index, message), task)
                 next_deadline = min(w.deadline(timeout_s) for w, _ in busy.values())
-                by_conn = {w.conn: index for index, (w, _) in busy.items()}
-                for conn in wait(list(by_conn), timeout=max(0.0, next_deadline - time.monotonic())):
-                    index = by_conn[conn]  # type: ignore[index]
+                by_output = {w.output: index for index, (w, _) in busy.items()}
+                for output in wait(list(by_output), timeout=max(0.0, next_deadline - time.monotonic())):
+                    index = by_output[output]  # type: ignore[index]
                     self._read(index, busy[index][0], finish)
                 now = time.monotonic()
                 for index, (worker, _) in list(busy.items()):
@@ -347,9 +360,9 @@ class VerifierPool:
                         self.kills += 1
                         # Killed before it could even load the verifier: that is an error.
                         late = STATUS_TIMEOUT if worker.started_at is not None else STATUS_ERROR
-                        finish(index, False, late, kill=True)
+                        finish(index, False, late, replace=True)
         finally:
-            # Interrupted (Ctrl-C, a failing callback): workers still busy hold stale checks.
+            # Interrupted (Ctrl-C, a failing callback, an error): busy workers hold stale checks.
             for index in busy:
                 self._replace(index)
 
@@ -357,36 +370,60 @@ class VerifierPool:
         """Handle every message waiting from ``worker``: ``started`` and/or ``done``."""
         while True:
             try:
-                message = worker.conn.recv()
+                message = worker.receive()
             except (EOFError, OSError):
                 if not worker.ever_started:
-                    worker.process.join(timeout=1)
+                    try:
+                        code = worker.process.wait(timeout=1)
+                    except subprocess.TimeoutExpired:
+                        code = None
                     raise RlboundError(
-                        f"a verifier worker process exited before it could start (exit code "
-                        f"{worker.process.exitcode}); if you call rlbound from a script, put the "
-                        "calls under `if __name__ == \"__main__\":` (workers import the main module)"
+                        f"a verifier worker process exited before it could start a check (exit code "
+                        f"{code}); set the log level of {__name__} to DEBUG to see its error output"
                     ) from None
                 logger.warning("a verifier worker died during a check; status 'error'")
-                finish(index, False, STATUS_ERROR, kill=True)
+                finish(index, False, STATUS_ERROR, replace=True)
                 return
-            if message[0] == "started":
+            kind, task = message[0], message[1]
+            if kind == "load_error":
+                raise RlboundError(
+                    f"a verifier worker process cannot load the verifier ({message[2]}): define its "
+                    "class in an importable module (not in __main__ or a notebook), and make sure "
+                    "it loads within memory_limit_mb"
+                )
+            if kind == "started":
                 worker.started_at = time.monotonic()
                 worker.ever_started = True
-                if not worker.conn.poll():
+                if not _has_data(worker):
                     return
                 continue
-            _, task, status, correct, detail = message
+            _, _, status, correct, detail, retire = message
             if detail:
-                logger.debug("verifier check %s: %s (%s)", task, status, detail)
-            finish(index, bool(correct), status, kill=False)
+                logger.debug("verifier check %s: %s\n%s", task, status, detail)
+            finish(index, bool(correct), status, replace=retire)
             return
 
     def close(self) -> None:
-        """Stop every worker (a later :meth:`run` starts fresh ones)."""
+        """Stop every worker (a later :meth:`run` starts fresh ones); waits at most about 1 s."""
+        workers = [w for w in self._workers if w is not None]
+        self._workers = []
+        for worker in workers:  # end of input: each worker exits as soon as it is idle
+            try:
+                worker.process.stdin.close()
+            except OSError:
+                pass
+        deadline = time.monotonic() + 1.0
+        for worker in workers:
+            worker.stop(deadline)
+
+    def _forget_after_fork(self) -> None:
+        # In a forked child: drop our copies of the pipes (so the workers still see the end of
+        # their input when the parent goes) and start fresh workers on first use.
         for worker in self._workers:
             if worker is not None:
-                worker.stop()
+                worker.close_pipes()
         self._workers = []
+        self._lock = threading.Lock()
 
     def __enter__(self) -> VerifierPool:
         return self
@@ -395,34 +432,65 @@ class VerifierPool:
         self.close()
 
 
+def _has_data(worker: _Worker) -> bool:
+    return bool(wait([worker.output], timeout=0))
+
+
+def _verifier_blob(verifier: Verifier) -> bytes:
+    """The pickled verifier, or a one-line error saying why worker processes could not load it."""
+    cls = type(verifier)
+    where = f"{cls.__module__}.{cls.__qualname__}"
+    if cls.__module__ == "__main__" or "<locals>" in cls.__qualname__:
+        raise RlboundError(
+            f"the verifier class {where} is defined in the main script (or inside a function), "
+            "which verifier worker processes cannot import; define it in an importable module"
+        )
+    try:
+        return pickle.dumps(verifier)
+    except Exception as exc:  # noqa: BLE001 - any pickling failure
+        raise RlboundError(f"the verifier {where} cannot be sent to a worker process: {exc}") from None
+
+
+_POOLS: weakref.WeakSet[VerifierPool] = weakref.WeakSet()
 _DEFAULT_POOL: VerifierPool | None = None
+_DEFAULT_POOL_LOCK = threading.Lock()
 
 
 def default_pool() -> VerifierPool:
-    """The process-wide pool used by :func:`verify_batch` (created on first use)."""
+    """The process-wide pool used by :func:`verify_batch` (created on first use, then reused)."""
     global _DEFAULT_POOL
-    if _DEFAULT_POOL is None:
-        _DEFAULT_POOL = VerifierPool()
-        atexit.register(shutdown_default_pool)
-    return _DEFAULT_POOL
+    with _DEFAULT_POOL_LOCK:
+        if _DEFAULT_POOL is None:
+            _DEFAULT_POOL = VerifierPool()
+        return _DEFAULT_POOL
 
 
 def shutdown_default_pool() -> None:
     """Stop the workers of the process-wide pool."""
     global _DEFAULT_POOL
-    if _DEFAULT_POOL is not None:
-        _DEFAULT_POOL.close()
-        _DEFAULT_POOL = None
+    pool, _DEFAULT_POOL = _DEFAULT_POOL, None
+    if pool is not None:
+        pool.close()
 
 
-def _forget_default_pool_in_child() -> None:
+@atexit.register
+def _close_all_pools() -> None:
+    # Pools nobody closed: stop their workers now rather than leave them to notice our exit.
+    shutdown_default_pool()
+    for pool in list(_POOLS):
+        pool.close()
+
+
+def _forget_pools_in_child() -> None:
     # A forked child must not talk to its parent's workers; it starts its own on first use.
-    global _DEFAULT_POOL
-    _DEFAULT_POOL = None
+    global _DEFAULT_POOL, _DEFAULT_POOL_LOCK
+    _DEFAULT_POOL, _DEFAULT_POOL_LOCK = None, threading.Lock()
+    for pool in list(_POOLS):
+        pool._forget_after_fork()
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_default_pool_in_child)
+    os.register_at_fork(after_in_child=_forget_pools_in_child)
 
 
 # --- batch verification --------------------------------------------------------------------------
@@ -448,6 +516,7 @@ def verify_batch(
     cache: VerifyCache | None = None,
     progress_label: str | None = None,
     pool: VerifierPool | None = None,
+    memory_limit_mb: float | None = DEFAULT_MEMORY_LIMIT_MB,
 ) -> list[Verdict]:
     """Grade ``completions[i]`` against ``references[i]``; one :class:`Verdict` per completion.
 
@@ -458,6 +527,8 @@ def verify_batch(
         cache: a :class:`VerifyCache` to read and fill; reuse it across calls of one run.
         progress_label: show a progress bar with this label.
         pool: a :class:`VerifierPool` to use instead of the process-wide one.
+        memory_limit_mb: cap on each worker's address space (default 4 GiB; None or 0: no cap).
+            A check that runs out of it gets status ``error``.
     """
     if isinstance(verifier, str):
         verifier = load_verifier(verifier)
@@ -466,6 +537,8 @@ def verify_batch(
         raise ValueError(f"{len(references)} references but {len(completions)} completions")
     if timeout_s <= 0:
         raise ValueError(f"timeout_s must be positive, got {timeout_s}")
+    if memory_limit_mb is not None and memory_limit_mb < 0:
+        raise ValueError(f"memory_limit_mb must be positive (or None), got {memory_limit_mb}")
     cache = VerifyCache() if cache is None else cache
     signature = verifier_signature(verifier)
 
@@ -509,7 +582,9 @@ def verify_batch(
             for task, (reference, key) in enumerate(to_check):
                 record(task, *_check_inline(verifier, reference, key))
         elif to_check:
-            (pool or default_pool()).run(verifier, to_check, timeout_s, record, workers=workers)
+            (pool or default_pool()).run(
+                verifier, to_check, timeout_s, record, workers=workers, memory_limit_mb=memory_limit_mb
+            )
 
     verdicts = []
     for answer, outcome in zip(answers, outcomes):
@@ -522,9 +597,9 @@ def verify_batch(
 def verify_math(reference: str, completion: str, timeout_s: float = 5.0) -> Verdict:
     """Grade one completion against a reference answer with the default "math" verifier.
 
-    The check runs in a pool worker under a hard wall-clock limit of ``timeout_s`` seconds
-    (status ``"timeout"`` past it). For many completions use :func:`verify_batch`, which
-    deduplicates and caches.
+    The check runs in a worker of the process-wide pool (started by the first call, reused by the
+    next ones) under a hard wall-clock limit of ``timeout_s`` seconds (status ``"timeout"`` past
+    it). For many completions use :func:`verify_batch`, which deduplicates and caches.
     """
     return verify_batch("math", [reference], [completion], timeout_s=timeout_s)[0]
 
