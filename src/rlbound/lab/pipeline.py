@@ -2,8 +2,9 @@
 
 Stages, in order (each a directory ``OUT/stages/<name>-<key>``, where ``key`` hashes the stage's
 own knobs and the keys of the stages it reads, so a changed knob reruns only what depends on it;
-a stage that samples and grades also hashes its verifiers' settings, rules version included, so
-new grading rules rebuild it rather than resume a run graded under the old ones):
+a stage that grades samples (evaluation, distillation, self-training, and RL, whose rewards are
+verdicts) also hashes its verifiers' settings, rules version included, so new grading rules
+rebuild it rather than resume a run graded, or a model trained, under the old ones):
 
 1. ``corpus-base``, ``corpus-teacher``: the two pretraining corpora (``corpus.jsonl`` + stats);
 2. ``pretrain-base``, ``pretrain-teacher``: tiny transformers trained from scratch on them, with
@@ -374,7 +375,7 @@ def run_lab(out: str | Path, config: LabConfig, preset_name: str = "default") ->
             f"rl-{algo}",
             {"base": models["base"][1], "world": world, "problems": config.rl.problems,
              "families": config.rl.families, "trainer": trainer_config(config, algo).as_dict(),
-             "labels": labels and labels.key},
+             "labels": labels and labels.key, "graders": _graders(config.rl.families)},
             lambda p, a=algo: _train_rl(config, a, base_dir, labels and labels.path, p),
         )
         models[algo] = (str(Path(record.path) / "train" / "model"), record.key)

@@ -140,6 +140,8 @@ def _final_boxes(text: str) -> list[tuple[int, int, str]]:
         return []
     group: list[tuple[int, int, str]] = []
     for match in reversed(list(_BOXED_RE.finditer(text))):
+        if group and _far_apart(text, match.end(), group[0][0]):
+            break  # cheap test before parsing a box that cannot join the group
         parsed = _boxed_content(text, match.end())
         if parsed is None or not parsed[0].strip():  # truncated or empty
             continue
@@ -161,6 +163,12 @@ def last_boxed(text: str) -> str | None:
     """
     boxes = _final_boxes(text)
     return boxes[-1][2] if boxes else None
+
+
+def _far_apart(text: str, box_word_end: int, group_start: int) -> bool:
+    """Whether a box whose control word ends at ``box_word_end`` is certainly not in the sentence
+    of the box at ``group_start``: a blank line or several hundred characters lie between them."""
+    return group_start - box_word_end > 4 * _MAX_BOX_GAP_CHARS or text.find("\n\n", box_word_end, group_start) >= 0
 
 
 def _same_sentence(gap: str) -> bool:
