@@ -64,6 +64,30 @@ def test_agreement_with_trusted_graders(graded: Path, name: str) -> None:
         )
 
 
+# One real output per extraction rule (file, case id, the answer rlbound must extract).
+REAL_OUTPUTS_BY_RULE = [
+    ("qwen_math_cot100.jsonl", "qwen-cot100:0:0", "420"),  # boxed, long chain of thought
+    ("math_verify_tests.jsonl", "mv:test_numina_cases:12", "(1, 2), (2, 1), (-1, -20), (-20, -1)"),  # box list
+    ("math_verify_tests.jsonl", "mv:test_math_extraction_additional_cases:28", "-2, 1"),  # \quad\text{and}
+    ("math_verify_tests.jsonl", "mv:test_open_thoughts:24", "-2(x - 1)^2 + 5, 3(x + 2)^2 - 2"),
+    # Minerva's "Final Answer: The final answer is X" supersedes boxes in the working.
+    ("math_verify_tests.jsonl", "mv:test_math_extraction_additional_cases:17", "10,455"),
+    # "Final Answer: <sentence>": the answer-like span, never the sentence.
+    ("math_verify_tests.jsonl", "mv:test_math_extraction_edge_cases:6", "120"),
+    ("math_verify_tests.jsonl", "mv:test_math_extraction_additional_cases:1", "3"),
+    ("math_verify_tests.jsonl", "mv:test_latex_notation_math:4", "$12 $ and $13 $"),
+    ("gsm8k_openai_solutions.jsonl", "gsm8k-openai:1:6b_finetuning:native", "26"),  # last line "A: 26"
+    ("tora_gsm8k.jsonl", "tora:tora-70b-v1.0:0", "18"),  # box after the program's output
+    ("tora_gsm8k.jsonl", "tora:tora-70b-v1.0:98", "5"),  # the ```output block, prose without a marker
+]
+
+
+@pytest.mark.parametrize("name, case_id, answer", REAL_OUTPUTS_BY_RULE)
+def test_each_rule_on_a_real_output(graded: Path, name: str, case_id: str, answer: str) -> None:
+    (case,) = [c for c in read_graded(graded / name) if c.id == case_id]
+    assert MathVerifier().extract(case.completion) == answer
+
+
 def test_known_label_errors_still_disagree(graded: Path) -> None:
     """A listed label error that rlbound now agrees with means the list is stale."""
     cases = [c for c in _cases(graded, "qwen_math_cot100.jsonl") if c.id in LABEL_ERRORS]

@@ -194,8 +194,9 @@ def _math_content(match: re.Match) -> str:
 
 def _unwrapped(text: str) -> str | None:
     """``text`` without its math delimiters when it is one math span; None when empty."""
-    whole = _MATH_SPAN_RE.fullmatch(text)
-    return (_math_content(whole) if whole else text) or None
+    first = _MATH_SPAN_RE.match(text)
+    whole = first is not None and first.end() == len(text)  # one span, not "$12$ and $13$"
+    return (_math_content(first) if whole else text) or None
 
 
 def _answer_like(text: str) -> bool:
