@@ -14,7 +14,6 @@ def write_run(path: Path, label: str, problems: dict[str, list[tuple]]) -> Path:
     """``problems[id]`` = [(completion, token_count, correct, verify_status[, answer]), …] in sample
     order; the answer defaults to "1" for a correct sample and "0" for a wrong one."""
     n = max(len(samples) for samples in problems.values())
-    writer = RunWriter(path, CONFIG, n, label)
     rows = []
     for pid, samples in problems.items():
         for i, (text, tokens, correct, status, *answer) in enumerate(samples):
@@ -23,5 +22,6 @@ def write_run(path: Path, label: str, problems: dict[str, list[tuple]]) -> Path:
                          "logprob_mean": -0.1, "entropy_mean": None,
                          "answer": answer[0] if answer else ("1" if correct else "0"),
                          "correct": correct, "verify_status": status})
-    writer.write_shard(rows)
+    with RunWriter(path, CONFIG, n, label) as writer:
+        writer.write_shard(rows)
     return Path(path)

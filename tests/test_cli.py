@@ -88,3 +88,19 @@ def test_missing_run_and_k_larger_than_n(tmp_path):
 def test_debug_shows_the_traceback(tmp_path):
     result = rlbound("--debug", "passk", tmp_path / "norun")
     assert result.returncode != 0 and "Traceback" in result.stderr
+
+
+def test_export_hf_refuses_missing_or_damaged_models_and_a_full_out(tmp_path):
+    from tests.test_end_to_end import _random_tiny_model
+
+    assert_one_line_error(rlbound("export-hf", tmp_path / "nope", tmp_path / "hf"), "'", "nope", "does not exist")
+    model = _random_tiny_model(tmp_path / "model", seed=0)
+    assert_one_line_error(rlbound("export-hf", model, model, "--force"), "is the tiny model directory itself")
+    full = tmp_path / "full"
+    full.mkdir()
+    (full / "notes.txt").write_text("mine")
+    assert_one_line_error(rlbound("export-hf", model, full), f"'{full}' exists and is not empty", "--force")
+    assert sorted(p.name for p in full.iterdir()) == ["notes.txt"]
+    (model / "model.safetensors").write_bytes(b"not weights")
+    assert_one_line_error(rlbound("export-hf", model, tmp_path / "hf"), "model.safetensors", "cannot be read")
+    assert not (tmp_path / "hf").exists()

@@ -362,3 +362,30 @@ def test_export_to_hf_llama_matches_logits(tmp_path, tie):
     text = "Q: ((13*8)+20)*8\nA: 13*8=104"
     hf_tok = AutoTokenizer.from_pretrained(str(out))
     assert hf_tok(text)["input_ids"] == CharTokenizer().encode(text, bos=True)
+
+
+@pytest.mark.slow
+def test_export_hf_command_gives_a_model_with_the_tiny_engines_greedy_tokens(tmp_path, model_dir, engine):
+    pytest.importorskip("transformers")
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tests.test_cli import rlbound
+
+    (tmp_path / "hf").mkdir()
+    (tmp_path / "hf" / "notes.txt").write_text("mine")  # --force writes beside it, leaves it
+    result = rlbound("export-hf", model_dir, tmp_path / "hf", "--force")
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "hf" / "notes.txt").read_text() == "mine"
+    assert result.stdout.startswith(f"{tmp_path / 'hf'}: LlamaForCausalLM, 2 layers")
+    assert "model.safetensors" in result.stdout and "tokenizer.json" in result.stdout
+    hf = AutoModelForCausalLM.from_pretrained(str(tmp_path / "hf"), dtype=torch.float32).eval()
+    tok = AutoTokenizer.from_pretrained(str(tmp_path / "hf"))
+    prompt = PROMPTS[1]
+    ids = tok(prompt, return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        out = hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=40, do_sample=False)
+    ours = engine.generate([prompt], SamplingParams(temperature=0.0, max_tokens=40), [[0]])[0][0]
+    theirs = out[0, ids.shape[1]:].tolist()
+    assert len(set(theirs)) > 3  # a varied continuation, so the comparison can fail
+    assert theirs == ours.token_ids
+    assert tok.decode(theirs, skip_special_tokens=True) == ours.text

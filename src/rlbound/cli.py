@@ -441,6 +441,23 @@ def fit_tiny(
     typer.echo(f"model: {out} (trained in {fit.wall_s:.0f} s; held-out pass@1: {accuracy})")
 
 
+@app.command("export-hf")
+def export_hf_cmd(
+    model: Path = typer.Argument(..., help="Tiny model directory (from fit-tiny, train or the lab: the one holding model.safetensors)."),
+    out: Path = typer.Argument(..., help="Directory for the Hugging Face model (created)."),
+    force: bool = typer.Option(False, "--force", help="Write into OUT even if it is not empty (replaces the exported files, leaves others)."),
+) -> None:
+    """Write a tiny model as a Hugging Face LlamaForCausalLM directory: weights, config, fast tokenizer.
+
+    The result loads with transformers' AutoModelForCausalLM / AutoTokenizer.from_pretrained(OUT)
+    and with `rlbound sample --engine hf --model OUT`.
+    """
+    from rlbound.engines.tiny.export import export_hf, export_summary
+
+    for line in export_summary(export_hf(model, out, force=force)):
+        typer.echo(line)
+
+
 @app.command()
 def train(
     algo: str = typer.Option("grpo", "--algo", "-a", help="Algorithm: ppo, grpo, dr_grpo, rloo, reinforce_pp, remax, dapo, psr, nsr, w_reinforce, prerl, nsr_prerl, psr_prerl, dsrl."),

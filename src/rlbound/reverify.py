@@ -22,9 +22,12 @@ changed answers. A run whose verifier settings are already current is left alone
 written) unless ``force`` asks to grade it again, e.g. with a larger ``timeout_s`` after
 timeouts; a forced re-grade that changes no verdict writes nothing either.
 
+It holds the run's one-writer lock (:mod:`rlbound.runlock`) while it reads and writes, so it
+never interleaves with a sampler topping the same run up; a locked run is refused with an error
+naming the holder.
+
 What it does not do: it does not re-sample, re-score or rebuild reports (rerun ``rlbound report``),
-does not lock the run (do not sample the same run meanwhile), and does not delete the verdict
-files it supersedes (run.json lists them all).
+and does not delete the verdict files it supersedes (run.json lists them all).
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ import pyarrow.parquet as pq
 
 from rlbound.atomic import atomic_write
 from rlbound.errors import RlboundError
+from rlbound.runlock import lock_run
 from rlbound.scoring import task_from_run, verifier_from_run
 from rlbound.store import (
     VERDICT_DIR,
@@ -157,11 +161,20 @@ def reverify_run(
     force: bool = False,
     workers: int | None = None,
 ) -> ReverifyResult:
-    """Grade every stored sample of ``run`` again under the current rules (see the module docstring)."""
+    """Grade every stored sample of ``run`` again under the current rules (see the module docstring).
+
+    Holds the run's one-writer lock throughout: a run being sampled (or re-verified) elsewhere is
+    refused with an error naming that process."""
     run = Path(run)
-    meta = read_meta(run)
+    read_meta(run)  # a missing run or a directory that is none is reported before it is locked
     if timeout_s <= 0:
         raise RlboundError(f"--timeout must be positive, got {timeout_s}")
+    with lock_run(run):
+        return _reverify_locked(run, timeout_s, force, workers)
+
+
+def _reverify_locked(run: Path, timeout_s: float, force: bool, workers: int | None) -> ReverifyResult:
+    meta = read_meta(run)  # read again under the lock
     config = meta.get("config") or {}
     verifier = _rebuild_verifier(meta, run)
     old, new = config.get("verifier") or {}, verifier_spec(verifier)

@@ -4,6 +4,8 @@
 to a run directory, chunk by chunk. Each completion's seed is derived from (run seed, problem id,
 sample index), so rerunning the same command after an interruption fills exactly the missing
 (problem, sample index) pairs, and a larger ``n`` tops the run up with the same first samples.
+The run's one-writer lock (:mod:`rlbound.runlock`) is held for the whole call: a second sampler
+of the same run directory is refused with an error naming the first.
 """
 
 from __future__ import annotations
@@ -73,35 +75,36 @@ def sample_run(
     template_name = template or task.template
     prompt_template = get_template(template_name)
     info = engine.info()
-    writer = RunWriter(out, run_config(task, template_name, info, params, seed, verifier), n, label)
-    writer.save_meta(engine_details=info.details)
-    present = writer.existing_keys()
-    todo = [
-        (problem, [i for i in range(n) if (problem.id, i) not in present])
-        for problem in task.problems
-    ]
-    todo = [(p, missing) for p, missing in todo if missing]
-    total = sum(len(m) for _, m in todo)
-    already = len(task) * n - total
-    cache = VerifyCache()
-    timeouts = 0
-    pairs = [(problem, i) for problem, missing in todo for i in missing]
-    with progress("sampling", total=total, unit="samples") as bar:
-        if already and total:
-            bar.set_postfix(f"{already} already stored")
-        for start in range(0, len(pairs), chunk_samples):
-            chunk: dict[str, tuple[Any, list[int]]] = {}
-            for problem, i in pairs[start : start + chunk_samples]:
-                chunk.setdefault(problem.id, (problem, []))[1].append(i)
-            timeouts += _sample_chunk(
-                writer, list(chunk.values()), engine, verifier, params, prompt_template, seed,
-                cache, verify_timeout_s,
-            )
-            bar.advance(min(chunk_samples, len(pairs) - start))
-    writer.save_meta(
-        samples=len(present) + total,
-        verify_timeouts=timeouts + writer.meta.get("verify_timeouts", 0),
-    )
+    config = run_config(task, template_name, info, params, seed, verifier)
+    with RunWriter(out, config, n, label) as writer:  # holds the run's lock until the end
+        writer.save_meta(engine_details=info.details)
+        present = writer.existing_keys()
+        todo = [
+            (problem, [i for i in range(n) if (problem.id, i) not in present])
+            for problem in task.problems
+        ]
+        todo = [(p, missing) for p, missing in todo if missing]
+        total = sum(len(m) for _, m in todo)
+        already = len(task) * n - total
+        cache = VerifyCache()
+        timeouts = 0
+        pairs = [(problem, i) for problem, missing in todo for i in missing]
+        with progress("sampling", total=total, unit="samples") as bar:
+            if already and total:
+                bar.set_postfix(f"{already} already stored")
+            for start in range(0, len(pairs), chunk_samples):
+                chunk: dict[str, tuple[Any, list[int]]] = {}
+                for problem, i in pairs[start : start + chunk_samples]:
+                    chunk.setdefault(problem.id, (problem, []))[1].append(i)
+                timeouts += _sample_chunk(
+                    writer, list(chunk.values()), engine, verifier, params, prompt_template, seed,
+                    cache, verify_timeout_s,
+                )
+                bar.advance(min(chunk_samples, len(pairs) - start))
+        writer.save_meta(
+            samples=len(present) + total,
+            verify_timeouts=timeouts + writer.meta.get("verify_timeouts", 0),
+        )
     return SampleStats(Path(out), total, already, timeouts)
 
 

@@ -19,6 +19,12 @@ the final Parquet file is rewritten atomically from everything scored once all s
 Rerunning with the same scorer scores only samples that are missing (an interrupted run, or a
 run topped up since); a different scorer under the same label is refused (pick ``label``).
 
+One scorer per label: :func:`score_run` holds ``scores/.<label>.lock`` (:mod:`rlbound.runlock`)
+while it writes, so a second ``rlbound score`` of the same label is refused with an error naming
+the first. It does not take the run's own lock: it writes nothing the sampler or ``rlbound
+reverify`` writes, so a run can be scored while it is being sampled (samples stored after the
+scorer started are scored by the next call).
+
 What it does not do: no statistics (``rlbound.analysis.perplexity``), no end-of-sequence token
 (the engines score the completion's text tokens), no check that a file task's file is unchanged
 beyond its problem ids and count.
@@ -47,6 +53,7 @@ from rlbound.atomic import atomic_write, atomic_write_text
 from rlbound.engines.base import Engine, EngineInfo
 from rlbound.errors import RlboundError
 from rlbound.progress import progress
+from rlbound.runlock import RunLock
 from rlbound.store import SCORE_DIR, SCORE_SCHEMA, package_versions, read_meta, read_samples
 from rlbound.tasks.base import Problem, Task, load_task
 from rlbound.tasks.templates import get_template
@@ -166,6 +173,12 @@ def score_run(
     if _safe_label(label) != label:
         raise RlboundError(f"score label {label!r} must use only letters, digits, '.', '_' and '-' "
                            f"(e.g. {_safe_label(label)!r})")
+    with RunLock(run / SCORE_DIR / f".{label}.lock", f"scores {label!r} of run '{run}' are"):
+        return _score_locked(run, meta, engine, info, label, chunk_samples)
+
+
+def _score_locked(run: Path, meta: dict[str, Any], engine: Engine, info: EngineInfo, label: str,
+                  chunk_samples: int | None) -> ScoreStats:
     identity = scorer_identity(info)
     template_name = (meta.get("config") or {}).get("template")
     score_dir = run / SCORE_DIR

@@ -4,6 +4,7 @@ Layout::
 
     RUN/
       run.json                 task, model, engine, sampling parameters, seed, verifier, versions
+      .lock                    the one-writer lock (rlbound.runlock); not data, readers ignore it
       samples/part-*.parquet   one row per (problem_id, sample_idx), written atomically
       scores/<label>.parquet   optional, by `rlbound score`: each sample's mean token log-prob and
       scores/<label>.json      PPL under one scoring model, and that scorer's identity
@@ -37,8 +38,11 @@ after the reverify, graded under ``config.verifier`` as they were written).
 ``read_samples(run, original=True)`` (``Run.original_table``) returns the rows as the sampler
 wrote them. Runs without a "verdicts" entry read exactly as before.
 
-What this module does not do: it does not lock a run directory (one writer at a time: do not
-sample and reverify the same run at once), and it never deletes superseded verdict files.
+One writer at a time: :class:`RunWriter` holds the run's lock (``RUN/.lock``,
+:mod:`rlbound.runlock`) from opening the run until it is closed, and ``rlbound reverify`` takes
+the same lock. Readers never lock, and ignore the lock file.
+
+What this module does not do: it never deletes superseded verdict files.
 """
 
 from __future__ import annotations
@@ -63,6 +67,7 @@ from rlbound.analysis.perplexity import SampleScores
 from rlbound.analysis.samples import RunSamples
 from rlbound.atomic import atomic_write, atomic_write_text
 from rlbound.errors import RlboundError
+from rlbound.runlock import LOCK_FILE, lock_run
 
 RUN_FORMAT = 1
 RUN_FILE = "run.json"
@@ -167,11 +172,26 @@ def config_difference(old: dict, new: dict, prefix: str = "") -> str | None:
 
 
 class RunWriter:
-    """Opens (or creates) a run directory for sampling and appends shards to it."""
+    """Opens (or creates) a run directory for sampling and appends shards to it.
+
+    Holds the run's one-writer lock (:func:`rlbound.runlock.lock_run`) from construction until
+    :meth:`close`; use it as a context manager. A second writer of the same run is refused with
+    an error naming the holder.
+    """
 
     def __init__(self, path: str | Path, config: dict[str, Any], n: int, label: str | None = None):
         self.path = Path(path)
         self.config = {k: config[k] for k in CONFIG_FIELDS}
+        if not (self.path / RUN_FILE).exists():  # checked before a lock file is put in it
+            _refuse_foreign_directory(self.path, probe_lock=True)
+        self._lock = lock_run(self.path)
+        try:
+            self._open(n, label)
+        except BaseException:
+            self.close()
+            raise
+
+    def _open(self, n: int, label: str | None) -> None:
         meta_path = self.path / RUN_FILE
         if meta_path.exists():
             meta = read_meta(self.path)
@@ -195,8 +215,7 @@ class RunWriter:
             if label:
                 self.meta["label"] = label
         else:
-            if self.path.exists() and any(self.path.iterdir()):
-                raise RlboundError(f"'{self.path}' exists and is not a run directory (no run.json)")
+            _refuse_foreign_directory(self.path)
             now = datetime.now(timezone.utc).isoformat(timespec="seconds")
             self.meta = {
                 "format": RUN_FORMAT,
@@ -206,8 +225,18 @@ class RunWriter:
                 "n": n,
                 "versions": package_versions(),
             }
-        (self.path / SHARD_DIR).mkdir(parents=True, exist_ok=True)
         self.save_meta()
+        (self.path / SHARD_DIR).mkdir(exist_ok=True)
+
+    def close(self) -> None:
+        """Release the run's lock (idempotent); the writer must not be used afterwards."""
+        self._lock.release()
+
+    def __enter__(self) -> "RunWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def save_meta(self, **updates: Any) -> None:
         self.meta.update(updates)
@@ -225,6 +254,19 @@ class RunWriter:
         target = self.path / SHARD_DIR / name
         atomic_write(target, lambda tmp: pq.write_table(table, tmp, compression="zstd"))
         return target
+
+
+def _refuse_foreign_directory(path: Path, probe_lock: bool = False) -> None:
+    """Raise if ``path`` holds anything (other than a run lock) but is not a run directory.
+
+    ``probe_lock``: when it does, and a lock file is there, first try the lock, so that a writer
+    creating the run at this moment is named rather than its half-made directory refused."""
+    if path.exists() and not path.is_dir():
+        raise RlboundError(f"'{path}' exists and is not a directory")
+    if path.is_dir() and any(entry.name != LOCK_FILE for entry in path.iterdir()):
+        if probe_lock and (path / LOCK_FILE).is_file():
+            lock_run(path).release()
+        raise RlboundError(f"'{path}' exists and is not a run directory (no {RUN_FILE})")
 
 
 def write_meta(path: str | Path, meta: dict[str, Any]) -> None:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from rlbound.engines.tiny.model import TinyConfig, TinyLlama
@@ -30,6 +31,7 @@ FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 TRAINING_STATE_FILE = "training_state.pt"
+_NESTED_MODELS = ("model", "checkpoint/policy", "policy")  # where `rlbound train` and the lab put models
 
 
 def save_model(model: TinyLlama, tokenizer: CharTokenizer, model_dir: str | Path,
@@ -64,7 +66,9 @@ def load_config(model_dir: str | Path) -> tuple[TinyConfig, dict[str, Any]]:
     try:
         data = json.loads((path / CONFIG_FILE).read_text())
     except FileNotFoundError:
-        raise RlboundError(f"tiny model directory '{model_dir}' has no {CONFIG_FILE}") from None
+        nested = [sub for sub in _NESTED_MODELS if (path / sub / CONFIG_FILE).is_file()]
+        hint = f" (a training output? its model is '{path / nested[0]}')" if nested else ""
+        raise RlboundError(f"tiny model directory '{model_dir}' has no {CONFIG_FILE}{hint}") from None
     except json.JSONDecodeError as err:
         raise RlboundError(f"'{path / CONFIG_FILE}' is not valid JSON: {err}") from None
     if data.get("format") != FORMAT:
@@ -89,8 +93,15 @@ def load_model(
     if not weights.is_file():
         raise RlboundError(f"tiny model directory '{model_dir}' has no {WEIGHTS_FILE}")
     model = TinyLlama(config)
-    state = load_file(str(weights))
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    try:
+        state = load_file(str(weights))
+    except (SafetensorError, OSError) as exc:  # a damaged or truncated file
+        raise RlboundError(f"'{weights}' cannot be read as safetensors weights ({exc})") from None
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # shapes that do not match the config
+        first = str(exc).strip().splitlines()[-1].strip()
+        raise RlboundError(f"'{weights}' does not match its config ({first})") from None
     if missing or unexpected:
         raise RlboundError(
             f"'{weights}' does not match its config "
