@@ -226,6 +226,7 @@ def test_lists_stay_lists(answer: str, key: str) -> None:
         ("30 degrees", "30"),
         ("50%", r"50\%"),
         ("50 percent", r"50\%"),
+        ("250 mL", "250"),  # a known capitalised abbreviation
     ],
 )
 def test_units_and_degrees_dropped(answer: str, key: str) -> None:
@@ -241,11 +242,19 @@ def test_units_and_degrees_dropped(answer: str, key: str) -> None:
         "5 x",  # a product with a variable
         "2 pi",
         "x cm",  # not a number before it
+        "4Wt gddL",  # capitalised words that are no known unit (a tiny model's noise)
     ],
 )
 def test_words_that_change_meaning_are_kept(answer: str) -> None:
     key = normalise(answer)
     assert key != normalise(answer.split()[0])
+
+
+def test_exact_answers_keep_their_units() -> None:
+    # Synthetic tasks' answers have no units: "4 abc" is not the answer 4.
+    assert normalise("4 abc", units=False) != normalise("4")
+    assert normalise(r"90^\circ", units=False) != normalise("90")
+    assert normalise("1,000", units=False) == "1000"  # everything else is as with units
 
 
 def test_normalise_keeps_meaningful_differences() -> None:

@@ -74,7 +74,7 @@ class ExactVerifier(Verifier):
         return extract_answer(completion, last_number_fallback=self.last_number_fallback)
 
     def normalise(self, answer: str) -> str:
-        key = normalise(answer)
+        key = normalise(answer, units=False)
         return key if self.case_sensitive else key.casefold()
 
     def equivalent(self, reference: str, answer: str) -> bool:

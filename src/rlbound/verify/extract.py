@@ -47,8 +47,9 @@ else in a sentence ("The volume of $ABCD$ is 120"), the answer-like span after i
   answer is that number. Any other comma separates list items and is written ``, `` (so
   ``32, 349`` stays a list, never the number 32349, and ``3, 5`` never matches 35);
 * ``%`` is written ``\\%`` ("percent" too); the verifier decides what a percentage equals;
-* trailing plain-text units after a number (``10 weeks``, ``5 \\text{cm}``) and degree signs
-  (``^\\circ``, ``°``, "degrees") are dropped;
+* trailing plain-text units after a number (``10 weeks``, ``5 \\text{cm}``, ``12 km/h``: lower-case
+  words and known abbreviations such as ``mL``) and degree signs (``^\\circ``, ``°``, "degrees")
+  are dropped, unless ``units=False`` (the exact verifier: synthetic answers have no units);
 * spaces survive only between two letters or digits (``\\pi x``).
 
 Answers with equal keys get the same verdict. This module does not decide correctness and does
@@ -419,6 +420,10 @@ _NOT_UNITS = {
     "percent", "or", "and", "to", "than", "more", "less", "least", "most", "not", "no", "plus",
     "minus", "times", "of", "pi", "sqrt", "frac", "cdot", "e", "i",
 }
+_CAPITALISED_UNITS = {
+    "mL", "dL", "kL", "L", "kW", "MW", "GW", "Wh", "kWh", "Hz", "kHz", "MHz", "GHz", "KB", "MB",
+    "GB", "TB", "Pa", "kPa", "MPa", "kN", "kJ", "MJ", "mA", "kV", "mV", "Ah", "mAh", "USD", "EUR",
+}
 _LIST_COMMA_RE = re.compile(r"\s*,\s*")
 # A list comma before exactly three digits is written ", " so that it never reads as thousands.
 _AMBIGUOUS_COMMA_RE = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
@@ -464,14 +469,18 @@ def _drop_unit(text: str) -> str:
     words = re.findall(r"[A-Za-z]+", match["a"] or match["b"])
     if sum(len(word) for word in words) < 2 or any(word.lower() in _NOT_UNITS for word in words):
         return text
+    if not all(word.islower() or word in _CAPITALISED_UNITS for word in words):
+        return text  # "4Wt gddL" is not a unit: only lower-case words and known abbreviations
     return match["number"]
 
 
 @lru_cache(maxsize=1 << 16)
-def normalise(answer: str) -> str:
+def normalise(answer: str, units: bool = True) -> str:
     """The cache-key form of ``answer``: equal keys are certainly equivalent answers.
 
-    At large k most samples repeat a handful of answers, so keys are memoised.
+    ``units=False`` keeps trailing units and degree signs: for exact answers (synthetic tasks),
+    where ``4 abc`` must not read as ``4``. At large k most samples repeat a handful of answers,
+    so keys are memoised.
 
     >>> normalise(r"$\\left( 1, \\dfrac{1}{2} \\right)$.")
     '(1,\\\\frac{1}{2})'
@@ -493,16 +502,16 @@ def normalise(answer: str) -> str:
     text = " ".join(text.split())
     if "%" in text or "ercent" in text:
         text = _PERCENT_RE.sub(r"\\%", text)
-    if "circ" in text or "°" in text or "egree" in text:
+    if units and ("circ" in text or "°" in text or "egree" in text):
         text = _DEGREE_RE.sub("", text)
     if "," in text:
         text = _COMMA_THOUSANDS_RE.sub(_thousands, text)
     if " " in text:
         if _SPACE_THOUSANDS_RE.match(text):
             text = text.replace(" ", "")
-        text = _drop_unit(text)
+        text = _drop_unit(text) if units else text
         text = _REMOVABLE_SPACE_RE.sub("", text)
-    elif "\\" in text:
+    elif units and "\\" in text:
         text = _drop_unit(text)  # 5\text{cm}
     if "," in text:
         text = _LIST_COMMA_RE.sub(",", text)
