@@ -47,7 +47,7 @@ def _parse_value(text: str):
         return text
 
 
-def _task_options(pairs: list[str], what: str = "task") -> dict:
+def _key_value_options(pairs: list[str], what: str = "task") -> dict:
     options = {}
     for pair in pairs:
         if "=" not in pair:
@@ -105,8 +105,8 @@ def sample(
     params = SamplingParams(
         temperature=temperature, top_p=top_p, top_k=top_k, max_tokens=max_tokens, stop=tuple(stop)
     )
-    the_task = _build_task(task, _task_options(task_option))
-    the_verifier = load_verifier(verifier or the_task.verifier, **_task_options(verifier_option, "verifier"))
+    the_task = _build_task(task, _key_value_options(task_option))
+    the_verifier = load_verifier(verifier or the_task.verifier, **_key_value_options(verifier_option, "verifier"))
     engine_options = {"device": device}
     if batch_size:
         engine_options["batch_size"] = batch_size
@@ -269,7 +269,7 @@ def verify_check(
     cases = read_graded(file)
     if not cases:
         raise RlboundError(f"graded file '{file}' holds no labelled cases")
-    the_verifier = load_verifier(verifier, **_task_options(verifier_option, "verifier"))
+    the_verifier = load_verifier(verifier, **_key_value_options(verifier_option, "verifier"))
     sources = measure_agreement(cases, the_verifier, timeout_s=timeout, progress_label="verifying")
     table = Table(title=_cell(f"{the_verifier.name} verifier vs the graders' labels ({file.name})", None))
     table.add_column("source", overflow="fold")
@@ -401,7 +401,7 @@ def probe(
     from rlbound.probe import run_probe, write_probe
     from rlbound.verify.base import load_verifier
 
-    the_task = _build_task(task, _task_options(task_option))
+    the_task = _build_task(task, _key_value_options(task_option))
     the_verifier = load_verifier(verifier or the_task.verifier)
     options = {"device": device, **({"batch_size": batch_size} if batch_size else {})}
     result = run_probe(the_task, load_engine(engine, model, **options), the_verifier,
@@ -503,7 +503,7 @@ def train(
         updates_per_batch=updates_per_batch, minibatches=minibatches, checkpoint_every=checkpoint_every,
         seed=seed,
     )
-    result = train_rl(model, _build_task(task, _task_options(task_option)), config, out, engine=engine,
+    result = train_rl(model, _build_task(task, _key_value_options(task_option)), config, out, engine=engine,
                       labels=labels)
     last = result.metrics[-1] if result.metrics else {}
     typer.echo(f"trained {config.steps} steps of {algo}; last step reward {last.get('reward', float('nan')):.3f}, "

@@ -57,10 +57,10 @@ from rlbound.store import (
     read_samples,
     write_meta,
 )
-from rlbound.verify.base import STATUS_TIMEOUT, Verifier
+from rlbound.verify.base import STATUS_TIMEOUT, Verifier, verifier_spec
 from rlbound.verify.pool import VerifyCache, verify_batch
 
-__all__ = ["ReverifyResult", "describe", "reverify_run", "verdicts_tag", "verifier_spec"]
+__all__ = ["ReverifyResult", "describe", "reverify_run", "verdicts_tag"]
 
 UNCHANGED = "unchanged"
 TO_CORRECT = "incorrect → correct"
@@ -90,11 +90,6 @@ class ReverifyResult:
     @property
     def changed(self) -> int:
         return self.samples - self.changes.get(UNCHANGED, 0)
-
-
-def verifier_spec(verifier: Verifier) -> dict[str, Any]:
-    """``{"name", "settings"}`` as run.json's ``config.verifier`` records it (JSON values)."""
-    return json.loads(json.dumps({"name": verifier.name, "settings": verifier.settings()}))
 
 
 def verdicts_tag(spec: dict[str, Any]) -> str:

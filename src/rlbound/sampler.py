@@ -22,6 +22,7 @@ from rlbound.store import RunWriter
 from rlbound.tasks.base import Task
 from rlbound.tasks.templates import get_template
 from rlbound.verify.base import STATUS_TIMEOUT, Verifier
+from rlbound.verify.base import verifier_spec
 from rlbound.verify.pool import VerifyCache, verify_batch
 
 
@@ -46,7 +47,7 @@ def run_config(
         "model": info.model,
         "sampling": params.to_dict(),
         "seed": seed,
-        "verifier": {"name": verifier.name, "settings": verifier.settings()},
+        "verifier": verifier_spec(verifier),
     }
 
 

@@ -33,7 +33,6 @@ beyond its problem ids and count.
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import json
 import re
 import shutil
@@ -104,13 +103,12 @@ def subset_task(task: Task, problem_ids: list[str]) -> Task:
 
 def verifier_from_run(meta: dict[str, Any]):
     """The verifier a run was verified with, rebuilt from run.json (settings its constructor takes)."""
-    from rlbound.verify.base import VERIFIERS
+    from rlbound.verify.base import load_verifier, verifier_options
 
     spec = (meta.get("config") or {}).get("verifier") or {}
-    factory = VERIFIERS.get(spec.get("name", "exact"))
-    accepted = inspect.signature(factory).parameters
-    settings = {k: v for k, v in (spec.get("settings") or {}).items() if k in accepted}
-    return factory(**settings)
+    name = spec.get("name", "exact")
+    accepted = verifier_options(name)
+    return load_verifier(name, **{k: v for k, v in (spec.get("settings") or {}).items() if k in accepted})
 
 
 def _safe_label(label: str) -> str:

@@ -128,13 +128,9 @@ def _graders(families) -> dict:
     backend included), as the sampler records them. Part of the key of every stage that samples
     and grades, so new grading rules give a fresh stage instead of resuming (or reusing) a run
     graded under the old ones, which the store would refuse to top up."""
-    from rlbound.verify.base import load_verifier
+    from rlbound.verify.base import load_verifier, verifier_spec
 
-    graders = {}
-    for family in families:
-        verifier = load_verifier(VERIFIER_OF_FAMILY[family])
-        graders[family] = {"name": verifier.name, "settings": verifier.settings()}
-    return graders
+    return {family: verifier_spec(load_verifier(VERIFIER_OF_FAMILY[family])) for family in families}
 
 
 def _write_corpus(config: LabConfig, which: str, path: Path) -> dict:

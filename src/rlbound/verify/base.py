@@ -72,21 +72,33 @@ VERIFIERS: Registry[VerifierFactory] = Registry(
 register_verifier = VERIFIERS.register
 
 
+def verifier_options(name: str) -> list[str]:
+    """The options (constructor keywords) the registered verifier ``name`` takes."""
+    import inspect
+
+    return [
+        p.name for p in inspect.signature(VERIFIERS.get(name)).parameters.values()
+        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    ]
+
+
+def verifier_spec(verifier: Verifier) -> dict[str, Any]:
+    """``{"name", "settings"}``, as run.json's ``config.verifier`` records it (JSON values, so it
+    compares equal to what is read back)."""
+    import json
+
+    return json.loads(json.dumps({"name": verifier.name, "settings": verifier.settings()}))
+
+
 def load_verifier(name: str, **options: Any) -> Verifier:
     """The registered verifier ``name`` built with ``options`` (its constructor's keywords); an
     unknown option is a one-line error listing the accepted ones."""
-    import inspect
-
     from rlbound.errors import RlboundError
 
-    factory = VERIFIERS.get(name)
-    accepted = [
-        p.name for p in inspect.signature(factory).parameters.values()
-        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
-    ]
+    accepted = verifier_options(name)
     unknown = sorted(set(options) - set(accepted))
     if unknown:
         raise RlboundError(
             f"verifier {name!r} has no option {unknown[0]!r}; its options: {', '.join(accepted) or 'none'}"
         )
-    return factory(**options)
+    return VERIFIERS.get(name)(**options)

@@ -249,9 +249,9 @@ def _answer_span(rest: str) -> str | None:
         tail = _strip_emphasis(sentence[copulas[-1].end() :])
         if _answer_like(tail):
             return _unwrapped(tail)
-    spans = _MATH_SPAN_RE.findall(sentence)
+    spans = list(_MATH_SPAN_RE.finditer(sentence))
     if len(spans) == 1:
-        return next(group for group in spans[0] if group).strip() or None
+        return _math_content(spans[0]) or None
     numbers = _NUMBER_RE.findall(sentence)
     if len(numbers) == 1:
         return numbers[0].strip()
