@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import List, Optional
 
@@ -69,6 +70,17 @@ def _build_task(task: str, options: dict):
         raise RlboundError(f"task {task!r}: {exc}") from None
 
 
+def _unsafe_options(task: str | None, task_options: dict, verifier_options: dict) -> None:
+    """--unsafe-no-sandbox: the code verifier, and a code task's canonical runs, without the sandbox."""
+    import inspect
+
+    from rlbound.tasks.base import TASKS
+
+    verifier_options["sandbox"] = False
+    if task in TASKS and "sandbox" in inspect.signature(TASKS.get(task)).parameters:
+        task_options.setdefault("sandbox", False)
+
+
 @app.command()
 def sample(
     task: str = typer.Option(..., "--task", "-t", help="Task name (`rlbound list`) or a JSONL/JSON/Parquet file."),
@@ -90,6 +102,7 @@ def sample(
     batch_size: Optional[int] = typer.Option(None, help="Rows decoded together by the engine."),
     device: str = typer.Option("cpu", help="Torch device for the tiny and hf engines."),
     verify_timeout: float = typer.Option(5.0, help="Hard limit in seconds per verification."),
+    unsafe_no_sandbox: bool = typer.Option(False, "--unsafe-no-sandbox", help="Code tasks: run programs without the sandbox (trusted code only; recorded in run.json, warned about in every report)."),
 ) -> None:
     """Sample N completions per problem, verify them, and store them in a run directory.
 
@@ -105,8 +118,12 @@ def sample(
     params = SamplingParams(
         temperature=temperature, top_p=top_p, top_k=top_k, max_tokens=max_tokens, stop=tuple(stop)
     )
-    the_task = _build_task(task, _key_value_options(task_option))
-    the_verifier = load_verifier(verifier or the_task.verifier, **_key_value_options(verifier_option, "verifier"))
+    task_options, verifier_options = _key_value_options(task_option), _key_value_options(verifier_option, "verifier")
+    if unsafe_no_sandbox:
+        _unsafe_options(task, task_options, verifier_options)
+        typer.echo("warning: --unsafe-no-sandbox: programs run as plain processes; use it for trusted code only", err=True)
+    the_task = _build_task(task, task_options)
+    the_verifier = load_verifier(verifier or the_task.verifier, **verifier_options)
     engine_options = {"device": device}
     if batch_size:
         engine_options["batch_size"] = batch_size
@@ -121,16 +138,21 @@ def sample(
     )
 
 
-def _load_runs(runs: list[Path]):
+VERDICTS_HELP = "Which verdicts: all (every test) or base (code benchmarks' base tests only)."
+
+
+def _load_runs(runs: list[Path], verdicts: str = "all"):
     from rlbound.store import load_run
 
     if not runs:
         raise RlboundError("give at least one run directory")
+    if verdicts not in ("all", "base"):
+        raise RlboundError(f"--verdicts must be all or base, got {verdicts!r}")
     loaded = [load_run(r).samples for r in runs]
     for run, samples in zip(runs, loaded):
         if len(samples) == 0:
             raise RlboundError(f"run '{run}' holds no samples yet")
-    return loaded
+    return [s.base_view() for s in loaded] if verdicts == "base" else loaded
 
 
 @app.command()
@@ -138,11 +160,12 @@ def passk(
     runs: List[Path] = typer.Argument(..., help="Run directories."),
     k: List[int] = typer.Option([], "--k", "-k", help="Extra k to report (repeatable)."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable JSON on stdout."),
+    verdicts: str = typer.Option("all", "--verdicts", help=VERDICTS_HELP),
 ) -> None:
     """pass@k (unbiased estimator, bootstrap 95% CI over problems) of each run."""
     from rlbound.report.html import passk_rows
 
-    rows = passk_rows(_load_runs(runs), extra_ks=tuple(k))
+    rows = passk_rows(_load_runs(runs, verdicts), extra_ks=tuple(k))
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
@@ -166,6 +189,7 @@ def report(
     out: Path = typer.Option(..., "--out", "-o", help="Directory for report.html, results.json and CSV."),
     k: List[int] = typer.Option([], "--k", "-k", help="Extra k to report (repeatable)."),
     title: Optional[str] = typer.Option(None, help="Report title."),
+    verdicts: str = typer.Option("all", "--verdicts", help=VERDICTS_HELP),
 ) -> None:
     """Write report.html (pass@k curves with bands, histograms, tables), results.json and CSV."""
     from rlbound.report.html import write_report
@@ -173,7 +197,7 @@ def report(
     from rlbound.store import load_run
 
     scores = [s for r in runs for s in load_run(r).scores]  # perplexity files from `rlbound score`
-    path = write_report(_load_runs(runs), out, extra_ks=tuple(k), title=title, perplexity=scores)
+    path = write_report(_load_runs(runs, verdicts), out, extra_ks=tuple(k), title=title, perplexity=scores)
     for warning in json.loads((Path(path).parent / "results.json").read_text()).get("warnings", []):
         typer.echo(f"warning: {warning['message']}")
     typer.echo(f"report: {path}")
@@ -249,38 +273,74 @@ def _cell(text: str | None, width: int | None = 60) -> str:
 
 @app.command("verify-check")
 def verify_check(
-    file: Path = typer.Argument(..., help="Graded JSONL: gold, completion, expect (true/false/null), optional id and source."),
-    verifier: str = typer.Option("math", "--verifier", help="Verifier to check: math, exact, ..."),
+    file: Path = typer.Argument(..., help="Graded JSONL: gold, completion, expect (true/false/null), optional id and source; with --task: problem_id, completion, optional expect."),
+    task: Optional[str] = typer.Option(None, "--task", "-t", help="Grade completions of this task's problems (rows problem_id, completion)."),
+    task_option: List[str] = typer.Option([], "--task-option", "-O", help="KEY=VALUE for the task (repeatable)."),
+    verifier: Optional[str] = typer.Option(None, "--verifier", help="Verifier to check (default: the task's, else math)."),
     verifier_option: List[str] = typer.Option([], "--verifier-option", "-V", help="KEY=VALUE for the verifier (repeatable), e.g. -V percent=value -V last_number_fallback=true."),
+    unsafe_no_sandbox: bool = typer.Option(False, "--unsafe-no-sandbox", help="Run code without the sandbox (trusted code only)."),
     timeout: float = typer.Option(10.0, "--timeout", help="Hard limit in seconds per verification."),
-    show: int = typer.Option(10, "--show", help="Disagreements to list (false acceptances first)."),
+    show: int = typer.Option(10, "--show", help="Disagreements to list (false acceptances first); with --task, rows to list."),
 ) -> None:
-    """Agreement of a verifier with a trusted grader's labels, per source; lists disagreements."""
+    """Agreement of a verifier with a trusted grader's labels, per source; lists disagreements.
+
+    With --task, grades given completions of a task's problems (samples another tool made, or a
+    code benchmark's programs) through the same sandbox and verdict path as sampling.
+    """
     from rich.console import Console
     from rich.table import Table
 
-    from rlbound.verify.agreement import measure_agreement, read_graded
+    from rlbound.verify.agreement import measure_agreement, read_graded, read_task_completions, tally
     from rlbound.verify.base import load_verifier
+    from rlbound.verify.pool import verify_batch
 
     if show < 0:
         raise RlboundError(f"--show must be >= 0, got {show}")
     if timeout <= 0:
         raise RlboundError(f"--timeout must be positive, got {timeout}")
-    cases = read_graded(file)
-    if not cases:
-        raise RlboundError(f"graded file '{file}' holds no labelled cases")
-    the_verifier = load_verifier(verifier, **_key_value_options(verifier_option, "verifier"))
-    sources = measure_agreement(cases, the_verifier, timeout_s=timeout, progress_label="verifying")
+    task_options, verifier_options = _key_value_options(task_option), _key_value_options(verifier_option, "verifier")
+    if unsafe_no_sandbox:
+        _unsafe_options(task, task_options, verifier_options)
+        typer.echo("warning: --unsafe-no-sandbox: programs run as plain processes; use it for trusted code only", err=True)
+    console = Console()
+    if task is None:
+        cases = read_graded(file)
+        if not cases:
+            raise RlboundError(f"graded file '{file}' holds no labelled cases")
+        the_verifier = load_verifier(verifier or "math", **verifier_options)
+        sources = measure_agreement(cases, the_verifier, timeout_s=timeout, progress_label="verifying")
+    else:
+        the_task = _build_task(task, task_options)
+        the_verifier = load_verifier(verifier or the_task.verifier, **verifier_options)
+        rows = read_task_completions(file, {p.id: p.reference for p in the_task.problems}, the_task.name)
+        if not rows:
+            raise RlboundError(f"completions file '{file}' holds no rows")
+        verdicts = verify_batch(the_verifier, [c.gold for c, _ in rows], [c.completion for c, _ in rows],
+                                timeout_s=timeout, progress_label="verifying")
+        listed = Table(title=_cell(f"{the_verifier.name} verdicts on {the_task.name} ({file.name})", None))
+        for col in ("id", "verdict", "status", "base tests", "expect"):
+            listed.add_column(col, overflow="fold")
+        for (case, labelled), v in list(zip(rows, verdicts))[: show or len(rows)]:
+            listed.add_row(_cell(case.id, None), "pass" if v.correct else "fail", v.status,
+                           "–" if v.correct_base is None else ("pass" if v.correct_base else "fail"),
+                           ("true" if case.expect else "false") if labelled else "–")
+        console.print(listed)
+        counts = Counter(("pass" if v.correct else "fail", v.status) for v in verdicts)
+        typer.echo(", ".join(f"{n} {verdict}" + ("" if status == "ok" else f" ({status})")
+                             for (verdict, status), n in sorted(counts.items())))
+        labelled_rows = [(c, v) for (c, labelled), v in zip(rows, verdicts) if labelled]
+        if not labelled_rows:
+            return
+        sources = tally([c for c, _ in labelled_rows], [v for _, v in labelled_rows])
     table = Table(title=_cell(f"{the_verifier.name} verifier vs the graders' labels ({file.name})", None))
     table.add_column("source", overflow="fold")
     for col in ("cases", "agree", "agreement", "false acceptances", "false rejections"):
         table.add_column(col, justify="right")
-    rows = [(s.source, s.cases, s.agree, len(s.false_accepts), len(s.false_rejects)) for s in sources]
-    if len(rows) > 1:
-        rows.append(("all", *(sum(r[i] for r in rows) for i in range(1, 5))))
-    for source, n, agree, accepts, rejects in rows:
+    agreement_rows = [(s.source, s.cases, s.agree, len(s.false_accepts), len(s.false_rejects)) for s in sources]
+    if len(agreement_rows) > 1:
+        agreement_rows.append(("all", *(sum(r[i] for r in agreement_rows) for i in range(1, 5))))
+    for source, n, agree, accepts, rejects in agreement_rows:
         table.add_row(_cell(source, None), str(n), str(agree), f"{100 * agree / n:.1f} %", str(accepts), str(rejects))
-    console = Console()
     console.print(table)
     disagreements = [d for s in sources for d in s.false_accepts] + [d for s in sources for d in s.false_rejects]
     if not disagreements or show == 0:
@@ -289,7 +349,8 @@ def verify_check(
     for col in ("id", "gold", "answer", "status", "expect"):
         listed.add_column(col, overflow="fold")
     for case, verdict in disagreements[:show]:
-        listed.add_row(_cell(case.id, None), _cell(case.gold), _cell(verdict.answer), verdict.status,
+        gold = case.gold if task is None else "(the task's tests)"
+        listed.add_row(_cell(case.id, None), _cell(gold), _cell(verdict.answer), verdict.status,
                        "true" if case.expect else "false")
     console.print(listed)
 

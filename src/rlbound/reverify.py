@@ -207,7 +207,8 @@ def _reverify_locked(run: Path, timeout_s: float, force: bool, workers: int | No
     out = pa.Table.from_pydict(
         {"problem_id": rows["problem_id"], "sample_idx": rows["sample_idx"],
          "answer": [v.answer for v in verdicts], "correct": [v.correct for v in verdicts],
-         "verify_status": [v.status for v in verdicts]},
+         "verify_status": [v.status for v in verdicts],
+         "correct_base": [v.correct_base for v in verdicts]},
         schema=VERDICT_SCHEMA,
     ).sort_by([("problem_id", "ascending"), ("sample_idx", "ascending")])
     atomic_write(target, lambda tmp: pq.write_table(out, tmp, compression="zstd"))

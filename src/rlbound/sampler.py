@@ -143,6 +143,7 @@ def _sample_chunk(
                     "answer": verdict.answer,
                     "correct": verdict.correct,
                     "verify_status": verdict.status,
+                    "correct_base": verdict.correct_base,
                 }
             )
     writer.write_shard(rows)

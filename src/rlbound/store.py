@@ -87,11 +87,16 @@ SAMPLE_SCHEMA = pa.schema(
         ("answer", pa.string()),
         ("correct", pa.bool_()),
         ("verify_status", pa.string()),
+        ("correct_base", pa.bool_()),
     ]
 )
+"""``correct_base``: the verdict on the base subset of the tests, for benchmarks that have one
+(HumanEval+/MBPP+: the original tests; stdin/stdout tasks: the public tests), null elsewhere.
+In a run where any row has one, a null (no program extracted) counts as incorrect. Shards
+written before the column existed read with it null."""
 
 VERDICT_DIR = "verdicts"
-VERDICT_COLUMNS = ("answer", "correct", "verify_status")
+VERDICT_COLUMNS = ("answer", "correct", "verify_status", "correct_base")
 VERDICT_SCHEMA = pa.schema(
     [("problem_id", pa.string()), ("sample_idx", pa.int32())]
     + [SAMPLE_SCHEMA.field(c) for c in VERDICT_COLUMNS]
@@ -332,12 +337,23 @@ def read_samples(
     read_cols = cols
     if overlay is not None and cols is not None:
         read_cols = list(dict.fromkeys(["problem_id", "sample_idx", *cols]))
-    table = pa.concat_tables([pq.read_table(f, columns=read_cols) for f in files])
+    table = pa.concat_tables([_read_aligned(f, read_cols) for f in files])
     if overlay is not None:
         table = _apply_verdicts(table, overlay)
         if cols is not None:
             table = table.select(cols)
     return table
+
+
+def _read_aligned(file: Path, cols: list[str] | None, schema: pa.Schema = SAMPLE_SCHEMA) -> pa.Table:
+    """One Parquet file's ``cols`` (default: all of ``schema``), with the columns it predates null."""
+    names = list(cols) if cols is not None else schema.names
+    present = set(pq.read_schema(file).names)
+    table = pq.read_table(file, columns=[c for c in names if c in present])
+    for c in names:
+        if c not in present:
+            table = table.append_column(schema.field(c), pa.nulls(table.num_rows, schema.field(c).type))
+    return table.select(names)
 
 
 def _apply_verdicts(table: pa.Table, file: Path) -> pa.Table:
@@ -346,7 +362,7 @@ def _apply_verdicts(table: pa.Table, file: Path) -> pa.Table:
     if not wanted or table.num_rows == 0:
         return table
     keys = ["problem_id", "sample_idx"]
-    verdicts = pq.read_table(file, columns=[*keys, *wanted])
+    verdicts = _read_aligned(file, [*keys, *wanted], VERDICT_SCHEMA)
     verdicts = verdicts.rename_columns([*keys, *(f"__new_{c}" for c in wanted)])
     verdicts = verdicts.append_column("__has", pa.array(np.ones(verdicts.num_rows, dtype=bool)))
     left = table.select(keys).append_column("__row", pa.array(np.arange(table.num_rows, dtype=np.int64)))
@@ -396,6 +412,9 @@ class Run:
         entropy = table.column("entropy_mean").to_numpy(zero_copy_only=False).astype(float)
         answers = table.column("answer").to_pylist()
         statuses = table.column("verify_status").to_pylist()
+        base_col = table.column("correct_base")
+        has_base = base_col.null_count < table.num_rows
+        base = pc.fill_null(base_col, False).to_numpy(zero_copy_only=False).astype(bool) if has_base else None
         texts = table.column("completion").to_pylist()
         order: dict[str, list[int]] = {}
         for i, pid in enumerate(pids):
@@ -412,6 +431,7 @@ class Run:
             statuses=[[statuses[i] for i in order[p]] for p in ids],
             meta=self.meta,
             texts=[[texts[i] or "" for i in order[p]] for p in ids],
+            correct_base=[base[order[p]] for p in ids] if base is not None else [],
         )
 
     @cached_property

@@ -118,3 +118,25 @@ def run_warnings(
         if w is not None:
             out.append(w)
     return out
+
+
+def code_warnings(label: str, meta: Mapping, statuses: Mapping[str, int]) -> list[HonestyWarning]:
+    """Warnings of a code run: graded without the sandbox (``--unsafe-no-sandbox``), or with
+    checks the sandbox itself failed (counted as wrong here, though not the program's fault)."""
+    out = []
+    settings = ((meta.get("config") or {}).get("verifier") or {}).get("settings") or {}
+    if settings.get("sandbox") is False:
+        out.append(HonestyWarning(
+            "unsafe_no_sandbox", label,
+            f"run {label!r} was graded with --unsafe-no-sandbox: its programs ran as plain processes, so "
+            "a program could have changed files, reached the network or forged nothing less than its host",
+        ))
+    failed = int(statuses.get("sandbox_error", 0))
+    if failed:
+        total = sum(int(v) for v in statuses.values())
+        out.append(HonestyWarning(
+            "sandbox_errors", label,
+            f"run {label!r}: the sandbox failed on {failed} of {total} samples; they count as wrong but are "
+            "not the model's doing: fix the sandbox and run `rlbound reverify --force`",
+        ))
+    return out

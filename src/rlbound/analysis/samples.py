@@ -38,6 +38,18 @@ class RunSamples:
     statuses: list[list[str]] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
     texts: list[list[str]] = field(default_factory=list)
+    correct_base: list[np.ndarray] = field(default_factory=list)
+    """Per problem, the verdicts on the base subset of the tests (code benchmarks with one, such
+    as HumanEval+'s original tests), parallel to ``correct``; empty when the run has none."""
+
+    def base_view(self) -> "RunSamples":
+        """This run with its base-test verdicts as ``correct`` (label suffixed " (base tests)")."""
+        if not self.correct_base:
+            raise RlboundError(f"run {self.label!r} has no base-test verdicts (only code benchmarks with a "
+                               "base subset, such as humaneval_plus or mbpp_plus, have them)")
+        from dataclasses import replace
+
+        return replace(self, label=f"{self.label} (base tests)", correct=list(self.correct_base), correct_base=[])
 
     @property
     def n(self) -> np.ndarray:

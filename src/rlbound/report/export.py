@@ -37,7 +37,7 @@ from rlbound.analysis.coverage import Coverage, coverage
 from rlbound.analysis.efficiency import DEFAULT_K_REF, SamplingEfficiencyGap, sampling_efficiency_gap
 from rlbound.analysis.entropy import AnswerEntropy, TokenEntropy, answer_entropy_run, token_entropy
 from rlbound.analysis.groups import GroupResults, group_pass_at_k
-from rlbound.analysis.honesty import HonestyWarning, run_warnings
+from rlbound.analysis.honesty import HonestyWarning, code_warnings, run_warnings
 from rlbound.analysis.patterns import PatternRates, reasoning_patterns_run
 from rlbound.analysis.passk import (
     ACCURACY_BINS,
@@ -75,6 +75,8 @@ class RunSummary:
     """None when the run has no answers to measure (``answer_entropy_note`` says why)."""
     answer_entropy_note: str = ""
     token_entropy: TokenEntropy | None = None
+    base_curve: PassAtKCurve | None = None
+    """pass@k on the base tests alone (code benchmarks with a base subset), else None."""
 
     @property
     def k_max(self) -> int:
@@ -229,6 +231,8 @@ def build_report_data(
                 meta, curve, maj, accuracy_histogram(run.n, run.c),
                 dict(Counter(status for statuses in run.statuses for status in statuses)),
                 ans, ans_note, tok,
+                pass_at_k_curve(run.base_view(), extra_ks=extra, n_boot=n_boot, ci=ci, seed=seed)
+                if run.correct_base else None,
             ))
             bar.advance()
         ref = runs[0]
@@ -243,6 +247,7 @@ def build_report_data(
     default_title = "rlbound report: " + " vs ".join(r.label for r in runs)
     data = ReportData(title or default_title, summaries, comparisons, extra, int(n_boot), float(ci), int(seed))
     data.warnings = [w for s in summaries for w in run_warnings(s.label, s.curve.n, s.curve.c, s.verify_statuses, extra)]
+    data.warnings += [w for s in summaries for w in code_warnings(s.label, s.meta, s.verify_statuses)]
     data.patterns = [reasoning_patterns_run(run, n_boot=n_boot, ci=ci, seed=seed) for run in runs]
     if groups is not None:
         data.groups = group_pass_at_k(runs, groups, n_boot=n_boot, ci=ci, seed=seed)
@@ -318,6 +323,7 @@ def results_dict(data: ReportData) -> dict[str, Any]:
             "pass_at_k": s.curve.to_dict()["points"],
             "maj_at_k": s.maj.to_dict(),
             "verify_statuses": s.verify_statuses,
+            "pass_at_k_base_tests": s.base_curve.to_dict()["points"] if s.base_curve is not None else None,
             "accuracy_histogram": {"bins": ACCURACY_BINS, "counts": s.histogram},
             "per_problem": [
                 {"problem_id": p, "n": int(n), "c": int(c)}

@@ -112,6 +112,27 @@ def _summary_table(data: ReportData) -> str:
     return f"<table><tr>{ths}</tr>{''.join(rows)}</table>"
 
 
+def _base_tests_table(data: ReportData) -> str:
+    """pass@1 and pass@k on the base tests alone, for code runs that have them ("" otherwise)."""
+    rows = []
+    for s in data.runs:
+        if s.base_curve is None:
+            continue
+        cur, k = s.base_curve, s.k_max
+        m1, lo1, hi1 = cur.at(1)
+        mk, lok, hik = cur.at(k)
+        p1, plo, phi = s.curve.at(1)
+        rows.append(f'<tr><td class="l">{_e(s.label)}</td><td>{_val(m1, lo1, hi1)}</td>'
+                    f"<td>pass@{k} = {_val(mk, lok, hik)}</td><td>{_val(p1, plo, phi)}</td></tr>")
+    if not rows:
+        return ""
+    return ("<h3>Base tests</h3><p class=\"note\">The same samples graded on the benchmark's base tests only "
+            "(HumanEval's and MBPP's original tests, or a stdin/stdout task's public tests); the tables above "
+            "grade on every test (the \"plus\" verdict).</p><table><tr><th class=\"l\">run</th>"
+            "<th>pass@1 (base)</th><th>pass@k (base)</th><th>pass@1 (all tests)</th></tr>"
+            + "".join(rows) + "</table>")
+
+
 def _crossover_section(data: ReportData) -> str:
     if not data.comparisons:
         return '<p class="note">Only one run: nothing to compare with.</p>'
@@ -413,6 +434,7 @@ Numbers in brackets are interval bounds. Machine-readable copies: results.json, 
 {_warnings_box(data)}
 <h2>Summary</h2>
 {_summary_table(data)}
+{_base_tests_table(data)}
 <p class="note">k max is each run's smallest per-problem n; maj@k: majority vote over the first k samples
 (unanswered samples do not vote; ties go to the answer seen first).</p>
 <h2>pass@k curves</h2>

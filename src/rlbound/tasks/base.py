@@ -51,6 +51,11 @@ TASKS: Registry[TaskFactory] = Registry(
         "file": "rlbound.tasks.files",
         "countdown": "rlbound.lab.world",
         "programs": "rlbound.lab.world",
+        "humaneval": "rlbound.tasks.code",
+        "humaneval_plus": "rlbound.tasks.code",
+        "mbpp": "rlbound.tasks.code",
+        "mbpp_plus": "rlbound.tasks.code",
+        "code_stdio": "rlbound.tasks.code",
     },
 )
 register_task = TASKS.register

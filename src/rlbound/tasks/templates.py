@@ -7,7 +7,11 @@ A template turns a problem's question text into the exact prompt string an engin
 * ``qwen-boxed``: the Qwen2.5-Math chat prompt asking for step-by-step reasoning and a final
   ``\\boxed{}`` answer (the prompt used in the large-k pass@k studies of Qwen models);
 * ``r1``: the DeepSeek-R1-Zero prompt with ``<think>`` / ``<answer>`` tags;
-* ``chat``: the model's own chat template (from its tokenizer), with the boxed-answer instruction.
+* ``chat``: the model's own chat template (from its tokenizer), with the boxed-answer instruction;
+* ``code-complete``: the problem's text unchanged, for completion-style code models (HumanEval's
+  prompt is the function's signature and docstring: the model continues it);
+* ``code-instruct``: the model's chat template, asking for a complete Python program in one
+  fenced code block (instruction-tuned models; the code verifier takes the last Python block).
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ if TYPE_CHECKING:
     from rlbound.engines.base import Engine
 
 BOXED_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
+CODE_INSTRUCTION = ("Solve the following problem in Python 3 using only the standard library. Reply with "
+                    "the complete program in a single ```python code block.")
 
 
 @dataclass(frozen=True)
@@ -68,6 +74,8 @@ _add(
     )
 )
 _add(PromptTemplate("chat", "{question}\n" + BOXED_INSTRUCTION, chat=True))
+_add(PromptTemplate("code-complete", "{question}"))
+_add(PromptTemplate("code-instruct", CODE_INSTRUCTION + "\n\n{question}", chat=True))
 
 
 def get_template(name: str) -> PromptTemplate:

@@ -26,7 +26,7 @@ from rlbound.errors import RlboundError
 from rlbound.verify.base import Verdict, Verifier
 from rlbound.verify.pool import VerifyCache, verify_batch
 
-__all__ = ["GradedCase", "SourceAgreement", "measure_agreement", "read_graded"]
+__all__ = ["GradedCase", "SourceAgreement", "measure_agreement", "read_graded", "read_task_completions"]
 
 
 @dataclass(frozen=True)
@@ -55,12 +55,10 @@ class SourceAgreement:
         return self.agree / self.cases if self.cases else float("nan")
 
 
-def read_graded(path: str | Path) -> list[GradedCase]:
-    """The labelled cases of a graded JSONL file; a malformed line is a one-line error."""
-    path = Path(path)
+def _json_lines(path: Path, what: str) -> Iterable[tuple[int, dict]]:
+    """(line number, object) for each non-blank line of a JSONL file; one-line errors."""
     if not path.is_file():
-        raise RlboundError(f"graded file '{path}' not found")
-    cases = []
+        raise RlboundError(f"{what} '{path}' not found")
     with path.open(encoding="utf-8") as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
@@ -71,30 +69,65 @@ def read_graded(path: str | Path) -> list[GradedCase]:
                 raise RlboundError(f"file {path.name} line {number}: not valid JSON ({exc.msg})") from None
             if not isinstance(row, dict):
                 raise RlboundError(f"file {path.name} line {number}: expected a JSON object")
-            for name in ("gold", "completion", "expect"):
-                if name not in row:
-                    raise RlboundError(f'file {path.name} line {number}: missing field "{name}"')
-            expect = row["expect"]
-            if expect is None:  # the grader could not label it
-                continue
-            if not isinstance(expect, bool):
-                raise RlboundError(
-                    f'file {path.name} line {number}: field "expect" must be true, false or null, '
-                    f"got {expect!r}"
-                )
-            for name in ("gold", "completion"):
-                if not isinstance(row[name], str):
-                    raise RlboundError(f'file {path.name} line {number}: field "{name}" must be a string')
-            cases.append(
-                GradedCase(
-                    id=str(row.get("id", f"{path.name}:{number}")),
-                    source=str(row.get("source") or path.stem),
-                    gold=row["gold"],
-                    completion=row["completion"],
-                    expect=expect,
-                )
+            yield number, row
+
+
+def read_graded(path: str | Path) -> list[GradedCase]:
+    """The labelled cases of a graded JSONL file; a malformed line is a one-line error."""
+    path = Path(path)
+    cases = []
+    for number, row in _json_lines(path, "graded file"):
+        for name in ("gold", "completion", "expect"):
+            if name not in row:
+                raise RlboundError(f'file {path.name} line {number}: missing field "{name}"')
+        expect = row["expect"]
+        if expect is None:  # the grader could not label it
+            continue
+        if not isinstance(expect, bool):
+            raise RlboundError(
+                f'file {path.name} line {number}: field "expect" must be true, false or null, '
+                f"got {expect!r}"
             )
+        for name in ("gold", "completion"):
+            if not isinstance(row[name], str):
+                raise RlboundError(f'file {path.name} line {number}: field "{name}" must be a string')
+        cases.append(
+            GradedCase(
+                id=str(row.get("id", f"{path.name}:{number}")),
+                source=str(row.get("source") or path.stem),
+                gold=row["gold"],
+                completion=row["completion"],
+                expect=expect,
+            )
+        )
     return cases
+
+
+def read_task_completions(path: str | Path, references: dict[str, str], source: str) -> list[tuple[GradedCase, bool]]:
+    """Completions of a task's problems, from JSONL rows ``{"problem_id", "completion"}`` with an
+    optional ``"expect"``: (the case with the problem's reference as its gold, whether it has a label).
+
+    ``references`` maps the task's problem ids to their references; an unknown id is a one-line error.
+    """
+    path = Path(path)
+    rows = []
+    for number, row in _json_lines(path, "completions file"):
+        where = f"file {path.name} line {number}"
+        for name in ("problem_id", "completion"):
+            if name not in row:
+                raise RlboundError(f'{where}: missing field "{name}"')
+        pid = str(row["problem_id"])
+        if pid not in references:
+            raise RlboundError(f"{where}: problem {pid!r} is not in task {source}")
+        if not isinstance(row["completion"], str):
+            raise RlboundError(f'{where}: field "completion" must be a string')
+        expect = row.get("expect")
+        if expect is not None and not isinstance(expect, bool):
+            raise RlboundError(f'{where}: field "expect" must be true, false or null, got {expect!r}')
+        case = GradedCase(id=str(row.get("id", pid)), source=source, gold=references[pid],
+                          completion=row["completion"], expect=bool(expect))
+        rows.append((case, expect is not None))
+    return rows
 
 
 def measure_agreement(

@@ -9,9 +9,17 @@ A verifier turns a completion into a :class:`Verdict` in two steps with differen
   it in worker processes under a hard wall-clock limit and caches it by
   ``(reference, normalise(answer))``.
 
+Verifiers that grade in richer ways override ``check(reference, answer)`` instead, which returns
+a :class:`CheckResult`: the status of the check and, for benchmarks with a base subset of their
+tests (HumanEval+/MBPP+: the original tests), the verdict on that subset too (``correct_base``).
+The default ``check`` calls ``equivalent``.
+
 Statuses: ``ok`` (checked; ``correct`` says the result), ``no_answer`` (nothing extracted),
-``timeout`` (the hard limit killed the check) and ``error`` (the check raised). Everything but
-``ok`` counts as incorrect and is reported.
+``timeout`` (the hard limit killed the check) and ``error`` (the check raised, or the program
+under test crashed). Code verification adds ``memory`` (the program passed its memory limit),
+``output_limit`` (it printed past its cap) and ``sandbox_error`` (the sandbox itself failed: not
+the program's fault; such checks are never cached, and reports flag them). Everything but ``ok``
+counts as incorrect and is reported.
 """
 
 from __future__ import annotations
@@ -26,7 +34,21 @@ STATUS_OK = "ok"
 STATUS_NO_ANSWER = "no_answer"
 STATUS_TIMEOUT = "timeout"
 STATUS_ERROR = "error"
-STATUSES = (STATUS_OK, STATUS_NO_ANSWER, STATUS_TIMEOUT, STATUS_ERROR)
+STATUS_MEMORY = "memory"
+STATUS_OUTPUT_LIMIT = "output_limit"
+STATUS_SANDBOX_ERROR = "sandbox_error"
+STATUSES = (STATUS_OK, STATUS_NO_ANSWER, STATUS_TIMEOUT, STATUS_ERROR, STATUS_MEMORY,
+            STATUS_OUTPUT_LIMIT, STATUS_SANDBOX_ERROR)
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """The outcome of one check: ``correct``, its ``status``, and ``correct_base``, the verdict on
+    the base subset of the tests where the task has one (None elsewhere)."""
+
+    correct: bool
+    status: str = STATUS_OK
+    correct_base: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -36,12 +58,18 @@ class Verdict:
     answer: str | None
     correct: bool
     status: str
+    correct_base: bool | None = None
+    """The verdict on the base subset of the tests (code benchmarks with one), else None."""
 
 
 class Verifier(ABC):
     """Base class of verifiers. Instances must be picklable (they travel to worker processes)."""
 
     name: str = "verifier"
+    #: The longest one check may run, where the verifier enforces its own limits (the code
+    #: verifier's sandbox does); the pool's hard kill then waits at least this long. None: the
+    #: caller's ``timeout_s`` is the limit.
+    max_check_s: float | None = None
 
     @abstractmethod
     def extract(self, completion: str) -> str | None:
@@ -50,6 +78,10 @@ class Verifier(ABC):
     @abstractmethod
     def equivalent(self, reference: str, answer: str) -> bool:
         """Whether ``answer`` matches ``reference``. May be slow; runs in a worker."""
+
+    def check(self, reference: str, answer: str) -> CheckResult:
+        """Grade ``answer`` against ``reference``; by default through :meth:`equivalent`."""
+        return CheckResult(bool(self.equivalent(reference, answer)))
 
     def normalise(self, answer: str) -> str:
         """The cache key form of an answer: answers with equal keys get the same verdict."""
@@ -66,6 +98,7 @@ VERIFIERS: Registry[VerifierFactory] = Registry(
     lazy={
         "math": "rlbound.verify.math",
         "exact": "rlbound.verify.exact",
+        "code": "rlbound.verify.code",
         "countdown": "rlbound.lab.countdown",
     },
 )

@@ -24,11 +24,13 @@ CacheKey = tuple[str, str, str]  # (verifier signature, reference, normalised an
 
 @dataclass(frozen=True)
 class CachedCheck:
-    """The outcome of one check: ``correct``, ``status`` and the limit it ran under."""
+    """The outcome of one check: ``correct``, ``status``, the limit it ran under, and the verdict
+    on the base subset of the tests (code benchmarks; None elsewhere)."""
 
     correct: bool
     status: str
     timeout_s: float | None = None
+    correct_base: bool | None = None
 
 
 class VerifyCache:

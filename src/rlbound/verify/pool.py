@@ -64,7 +64,9 @@ from rlbound.verify.base import (
     STATUS_ERROR,
     STATUS_NO_ANSWER,
     STATUS_OK,
+    STATUS_SANDBOX_ERROR,
     STATUS_TIMEOUT,
+    CheckResult,
     Verdict,
     Verifier,
     load_verifier,
@@ -89,6 +91,9 @@ STARTUP_GRACE_S = 120.0
 
 #: Default cap on each worker's address space (``RLIMIT_AS``), in MiB; None or 0: no cap.
 DEFAULT_MEMORY_LIMIT_MB = 4096
+
+#: Seconds the pool's hard kill waits past a self-limiting verifier's ``max_check_s``.
+BACKSTOP_MARGIN_S = 10.0
 
 #: What a worker interpreter runs.
 WORKER_CODE = "from rlbound.verify.worker import main; main()"
@@ -233,13 +238,13 @@ class VerifierPool:
         verifier: Verifier,
         checks: Sequence[tuple[str, str]],
         timeout_s: float,
-        on_result: Callable[[int, bool, str], None],
+        on_result: Callable[[int, CheckResult], None],
         workers: int | None = None,
         memory_limit_mb: float | None = DEFAULT_MEMORY_LIMIT_MB,
     ) -> None:
-        """Run ``verifier.equivalent(reference, answer)`` for each check; report each outcome.
+        """Run ``verifier.check(reference, answer)`` for each check; report each outcome.
 
-        ``on_result(i, correct, status)`` is called once per check, in completion order.
+        ``on_result(i, result)`` is called once per check, in completion order.
         ``memory_limit_mb`` caps each worker's address space (None or 0: no cap).
         """
         if not checks:
@@ -253,7 +258,7 @@ class VerifierPool:
         blob: bytes,
         checks: Sequence[tuple[str, str]],
         timeout_s: float,
-        on_result: Callable[[int, bool, str], None],
+        on_result: Callable[[int, CheckResult], None],
         workers: int | None,
         memory_limit_mb: float | None,
     ) -> None:
@@ -262,11 +267,11 @@ class VerifierPool:
         pending = deque(range(len(checks)))
         busy: dict[int, tuple[_Worker, int]] = {}  # worker index -> (worker, check index)
 
-        def finish(index: int, correct: bool, status: str, *, replace: bool) -> None:
+        def finish(index: int, result: CheckResult, *, replace: bool) -> None:
             _, task = busy.pop(index)
             if replace:
                 self._replace(index, warm_up)
-            on_result(task, correct, status)
+            on_result(task, result)
 
         try:
             while pending or busy:
@@ -287,7 +292,7 @@ class VerifierPool:
                         self.kills += 1
                         # Killed before it could even load the verifier: that is an error.
                         late = STATUS_TIMEOUT if worker.started_at is not None else STATUS_ERROR
-                        finish(index, False, late, replace=True)
+                        finish(index, CheckResult(False, late), replace=True)
         finally:
             # Interrupted (Ctrl-C, a failing callback, an error): busy workers hold stale checks.
             for index in busy:
@@ -309,7 +314,7 @@ class VerifierPool:
                         f"{code}); set the log level of {__name__} to DEBUG to see its error output"
                     ) from None
                 logger.warning("a verifier worker died during a check; status 'error'")
-                finish(index, False, STATUS_ERROR, replace=True)
+                finish(index, CheckResult(False, STATUS_ERROR), replace=True)
                 return
             kind, task = message[0], message[1]
             if kind == "load_error":
@@ -324,10 +329,10 @@ class VerifierPool:
                 if not _has_data(worker):
                     return
                 continue
-            _, _, status, correct, detail, retire = message
+            _, _, status, correct, detail, retire, correct_base = message
             if detail:
                 logger.debug("verifier check %s: %s\n%s", task, status, detail)
-            finish(index, bool(correct), status, replace=retire)
+            finish(index, CheckResult(bool(correct), status, correct_base), replace=retire)
             return
 
     def close(self) -> None:
@@ -423,14 +428,14 @@ if hasattr(os, "register_at_fork"):
 # --- batch verification --------------------------------------------------------------------------
 
 
-def _check_inline(verifier: Verifier, reference: str, answer: str) -> tuple[bool, str]:
+def _check_inline(verifier: Verifier, reference: str, answer: str) -> CheckResult:
     try:
-        return bool(verifier.equivalent(reference, answer)), STATUS_OK
+        return verifier.check(reference, answer)
     except TimeoutError:
-        return False, STATUS_TIMEOUT
+        return CheckResult(False, STATUS_TIMEOUT)
     except Exception:  # noqa: BLE001 - graded as an error, like in a worker
         logger.debug("verifier check raised", exc_info=True)
-        return False, STATUS_ERROR
+        return CheckResult(False, STATUS_ERROR)
 
 
 def verify_batch(
@@ -468,14 +473,18 @@ def verify_batch(
         raise ValueError(f"memory_limit_mb must be positive (or None), got {memory_limit_mb}")
     cache = VerifyCache() if cache is None else cache
     signature = verifier_signature(verifier)
+    if verifier.max_check_s:  # the verifier enforces its own limits; the hard kill is a backstop
+        timeout_s = max(timeout_s, verifier.max_check_s + BACKSTOP_MARGIN_S)
+    if workers is None:
+        workers = getattr(verifier, "workers", None)
 
     answers = [verifier.extract(completion) for completion in completions]
     groups: dict[tuple[str, str], list[int]] = {}
-    outcomes: list[tuple[bool, str] | None] = [None] * len(completions)
+    outcomes: list[CheckResult | None] = [None] * len(completions)
     for i, (reference, answer) in enumerate(zip(references, answers)):
         key = verifier.normalise(answer) if answer is not None else ""
         if not key:
-            outcomes[i] = (False, STATUS_NO_ANSWER)
+            outcomes[i] = CheckResult(False, STATUS_NO_ANSWER)
         else:
             groups.setdefault((reference, key), []).append(i)
 
@@ -493,21 +502,23 @@ def verify_batch(
                 to_check.append(pair)
                 continue
             for i in members:
-                outcomes[i] = (entry.correct, entry.status)
+                outcomes[i] = CheckResult(entry.correct, entry.status, entry.correct_base)
             bar.advance(len(members))
 
-        def record(task: int, correct: bool, status: str) -> None:
+        def record(task: int, result: CheckResult) -> None:
             pair = to_check[task]
             cache.checks += 1
-            cache[(signature, *pair)] = CachedCheck(correct, status, timeout_s)
+            if result.status != STATUS_SANDBOX_ERROR:  # not the program's doing: check again later
+                cache[(signature, *pair)] = CachedCheck(result.correct, result.status, timeout_s,
+                                                        result.correct_base)
             members = groups[pair]
             for i in members:
-                outcomes[i] = (correct, status)
+                outcomes[i] = result
             bar.advance(len(members))
 
         if getattr(verifier, "cheap", False):
             for task, (reference, key) in enumerate(to_check):
-                record(task, *_check_inline(verifier, reference, key))
+                record(task, _check_inline(verifier, reference, key))
         elif to_check:
             (pool or default_pool()).run(
                 verifier, to_check, timeout_s, record, workers=workers, memory_limit_mb=memory_limit_mb
@@ -516,8 +527,11 @@ def verify_batch(
     verdicts = []
     for answer, outcome in zip(answers, outcomes):
         assert outcome is not None, "every completion gets an outcome"
-        correct, status = outcome
-        verdicts.append(Verdict(answer=answer, correct=correct and status == STATUS_OK, status=status))
+        ok = outcome.status == STATUS_OK
+        # The base verdict stands on its own: a program may pass the base tests and then time out.
+        base = None if outcome.correct_base is None else bool(outcome.correct_base)
+        verdicts.append(Verdict(answer=answer, correct=bool(outcome.correct and ok), status=outcome.status,
+                                correct_base=base))
     return verdicts
 
 

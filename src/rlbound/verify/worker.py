@@ -10,7 +10,7 @@ sides speak length-prefixed pickles (:func:`send_message`, :func:`receive_messag
   None means "load this verifier now, no check" (a replacement worker warming up); ``None`` or
   the end of standard input means "exit".
 * worker → parent: ``("started", task)`` once the verifier is loaded and warmed up (the time
-  limit starts then), then ``("done", task, status, correct, detail, retire)``; or
+  limit starts then), then ``("done", task, status, correct, detail, retire, correct_base)``; or
   ``("load_error", task, detail)`` if the verifier cannot be unpickled here. ``retire`` says the
   worker exits after this check (it ran out of memory) and the parent should start another.
 
@@ -132,13 +132,15 @@ def _load(blob: bytes) -> Any:
 
 
 def _check(verifier: Any, reference: str, answer: str, timeout_s: float, memory_limit_mb: float | None):
-    """Run one check: ``(status, correct, detail, retire)``."""
+    """Run one check: ``(status, correct, detail, retire, correct_base)``."""
     peak_before = _peak_memory_mb() if memory_limit_mb else None
     if resource is not None:
         _set_soft_limit("RLIMIT_CPU", math.ceil(_cpu_seconds() + timeout_s) + CPU_BACKSTOP_MARGIN_S)
     out_of_memory = False
+    correct_base = None
     try:
-        correct, status, detail = bool(verifier.equivalent(reference, answer)), "ok", ""
+        result = verifier.check(reference, answer)
+        correct, status, detail, correct_base = bool(result.correct), result.status, "", result.correct_base
     except TimeoutError:
         correct, status, detail = False, "timeout", traceback.format_exc()
     except BaseException as exc:  # noqa: BLE001 - MemoryError, Math-Verify's TimeoutException, ...
@@ -157,8 +159,8 @@ def _check(verifier: Any, reference: str, answer: str, timeout_s: float, memory_
             detail = f"the check grew to {peak:.0f} MiB of its {memory_limit_mb:g} MiB memory limit"
     if out_of_memory:
         # Retire this worker: a fresh one starts clean (Python rarely gives freed memory back).
-        return "error", False, detail[-4000:], True
-    return status, correct, detail[-4000:], False
+        return "error", False, detail[-4000:], True, None
+    return status, correct, detail[-4000:], False, correct_base
 
 
 def main() -> None:
@@ -206,7 +208,8 @@ def main() -> None:
         if task is None:
             continue
         reply(("started", task))
-        status, correct, detail, retire = _check(verifier, reference, answer, timeout_s, memory_limit_mb)
-        reply(("done", task, status, correct, detail, retire))
+        status, correct, detail, retire, correct_base = _check(
+            verifier, reference, answer, timeout_s, memory_limit_mb)
+        reply(("done", task, status, correct, detail, retire, correct_base))
         if retire:
             os._exit(0)

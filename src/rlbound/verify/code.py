@@ -1,0 +1,492 @@
+"""The code verifier: run a model's program on a problem's test inputs in the sandbox, and decide
+the verdict outside it.
+
+A code problem's reference is a *test spec* (JSON, built by :mod:`rlbound.tasks.code`):
+
+* ``kind="function"`` (HumanEval+/MBPP+ style): ``entry_point``, ``prompt`` (the code a
+  completion continues, or ""), ``inputs`` (argument lists, encoded by
+  :mod:`rlbound.verify.code_harness`), ``expected`` (the outputs of the trusted canonical solution,
+  computed once and cached by the task), ``times`` (the canonical solution's seconds per input),
+  ``atol``, ``dataset`` (``humaneval``, ``mbpp`` or ``generic``: which special oracles apply) and
+  ``base`` (how many leading inputs are the benchmark's base tests, or None);
+* ``kind="stdio"`` (LiveCodeBench / CodeContests style): ``inputs`` (standard input per test),
+  ``expected`` (its standard output), ``base`` (the public tests, leading).
+
+Only the inputs enter the sandbox (:mod:`rlbound.verify.code_harness` runs there); the comparison
+happens here, on plain data decoded from the program's result frames:
+
+* function outputs with evalplus's rules (evalplus/eval/__init__.py, v0.3): exact ``==``; else,
+  when ``atol`` is set or the expected value is a float or a list of floats (atol 1e-6 then), the
+  same type, the same length and ``numpy.allclose(out, expected, rtol=1e-7, atol)``; evalplus's
+  special oracles: HumanEval/32 ``find_zero`` (``|poly(xs, out)| <= atol``), and MBPP+'s
+  set-equal, not-None, ``are_equivalent``, ``sum_div``, ``surface_Area`` and
+  ``digit_distance_nums`` tasks;
+* standard output: both texts stripped and split into lines, each line stripped; the line counts
+  must be equal (a missing line is a failure, never cut off by ``zip``); lines equal as text, or
+  token by token as text or as exact decimals (``Decimal``) where both tokens are numbers.
+
+Statuses, input by input in order, the first that is not a pass deciding: ``fail`` (a wrong or
+non-plain-data output, or a repeated or malformed result frame), ``error`` (the program did not
+load, raised, or ended before its last input), ``timeout`` (an input's deadline, or the run's),
+``memory``, ``output_limit``, ``sandbox_error``. A run whose results are all there and all
+right is a ``pass``, whatever its exit status; no exit status ever makes one. In a
+:class:`~rlbound.verify.base.CheckResult` ``pass``/``fail`` are ``ok`` with ``correct`` true or
+false; ``correct_base`` is the verdict on the base tests alone.
+
+Time limits: each input may take ``max(min_input_s, time_factor × the canonical time)``; the whole
+run ``wall_s + time_factor × the canonical total`` (at most ``max_wall_s``). ``sandbox=False``
+(``--unsafe-no-sandbox``) runs the same harness as a plain child process, for trusted code only.
+
+What it does not do: numpy values, class instances and other non-builtin outputs are failures
+(evalplus compares some of those with ``==``); a model's program that needs packages outside the
+standard library of ``/usr/bin/python3`` fails to load.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import math
+import os
+import secrets
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from rlbound.errors import RlboundError
+from rlbound.verify.base import (
+    STATUS_ERROR,
+    STATUS_OK,
+    STATUS_SANDBOX_ERROR,
+    STATUS_TIMEOUT,
+    CheckResult,
+    Verifier,
+    register_verifier,
+)
+from rlbound.verify import code_harness
+from rlbound.verify.code_harness import FRAME_MARK, HARNESS_VERSION, decode_value
+from rlbound.verify.code_extract import extract_program, normalise_program
+from rlbound.verify.sandbox import PYTHON, SandboxLimits, SandboxResult, run_sandboxed
+
+PASS, FAIL = "pass", "fail"
+
+# evalplus/eval/_special_oracle.py (the task lists are facts about the benchmark).
+MBPP_OUTPUT_NOT_NONE_TASKS = ("check_str", "text_match_three", "text_starta_endb")
+MBPP_OUTPUT_SET_EQ_TASKS = ("similar_elements", "find_char_long", "common_in_nested_lists",
+                            "extract_singly", "larg_nnum", "intersection_array", "find_dissimilar", "Diff")
+
+
+@dataclass(frozen=True)
+class TestSpec:
+    """A parsed reference (see the module docstring); ``values`` are decoded once, lazily."""
+
+    kind: str
+    inputs: tuple
+    expected: tuple
+    base: int | None = None
+    entry_point: str = ""
+    prompt: str = ""
+    atol: float = 0.0
+    times: tuple | None = None
+    dataset: str = "generic"
+    context: str = ""  # the prompt minus the entry point's stub: prepended to whole programs
+    time_limit_s: float | None = None  # stdio: each test's deadline (else min_input_s)
+    cache: dict = field(default_factory=dict, compare=False, repr=False)
+
+    def input_values(self, i: int) -> Any:
+        key = ("in", i)
+        if key not in self.cache:
+            self.cache[key] = decode_value(self.inputs[i])
+        return self.cache[key]
+
+    def expected_value(self, i: int) -> Any:
+        key = ("exp", i)
+        if key not in self.cache:
+            self.cache[key] = decode_value(self.expected[i])
+        return self.cache[key]
+
+
+@lru_cache(maxsize=512)
+def parse_spec(reference: str) -> TestSpec:
+    """The :class:`TestSpec` of a reference string; RlboundError when it is not one."""
+    try:
+        data = json.loads(reference)
+        kind = data["kind"]
+        inputs, expected = tuple(data["inputs"]), tuple(data["expected"])
+    except (ValueError, KeyError, TypeError):
+        raise RlboundError("the code verifier needs a code task's test spec as the reference "
+                           "(use a code task: humaneval, humaneval_plus, mbpp, mbpp_plus, code_stdio)") from None
+    if kind not in ("function", "stdio") or len(inputs) != len(expected):
+        raise RlboundError(f"malformed code test spec (kind {kind!r}, {len(inputs)} inputs, {len(expected)} outputs)")
+    prompt = data.get("prompt") or ""
+    entry = data.get("entry_point") or ""
+    return TestSpec(kind=kind, inputs=inputs, expected=expected, base=data.get("base"), entry_point=entry,
+                    prompt=prompt, atol=float(data.get("atol") or 0.0),
+                    times=tuple(data["times"]) if data.get("times") else None,
+                    dataset=data.get("dataset") or "generic", context=_context(prompt, entry),
+                    time_limit_s=float(data["time_limit_s"]) if data.get("time_limit_s") else None)
+
+
+def _context(prompt: str, entry_point: str) -> str:
+    """The prompt's code without the entry point's own definition (imports, helpers)."""
+    if not prompt.strip():
+        return ""
+    try:
+        tree = ast.parse(prompt)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return ""
+    lines = prompt.splitlines(keepends=True)
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == entry_point:
+            start = min([node.lineno] + [d.lineno for d in node.decorator_list]) - 1
+            return "".join(lines[:start] + lines[node.end_lineno:])
+    return prompt
+
+
+def _defines(program: str, name: str) -> bool:
+    try:
+        tree = ast.parse(program)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return False
+    return any(isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and n.name == name
+               for n in tree.body) or any(
+        isinstance(n, ast.Assign) and any(isinstance(t, ast.Name) and t.id == name for t in n.targets)
+        for n in tree.body)
+
+
+def not_none_outputs(dataset: str, entry_point: str) -> bool:
+    """Whether the harness reports this task's outputs as "not None" (MBPP+'s match-object tasks)."""
+    return dataset == "mbpp" and entry_point in MBPP_OUTPUT_NOT_NONE_TASKS
+
+
+def assemble(spec: TestSpec, program: str) -> str:
+    """The program to run: a continuation is appended to the prompt; a whole program that
+    defines the entry point gets the prompt's imports and helpers before it."""
+    if spec.kind != "function" or not spec.prompt:
+        return program
+    if _defines(program, spec.entry_point):
+        return spec.context.rstrip() + "\n\n" + program if spec.context.strip() else program
+    return spec.prompt + program
+
+
+# --- comparing outputs ---------------------------------------------------------------------------
+
+
+def _is_floats(x: Any) -> bool:
+    if type(x) is float:
+        return True
+    return isinstance(x, (list, tuple)) and bool(x) and all(type(v) is float for v in x)
+
+
+def _poly(xs: list, x: float) -> float:
+    return sum(coeff * math.pow(x, i) for i, coeff in enumerate(xs))
+
+
+def _surface_area(base_edge, height):
+    slant = math.sqrt((base_edge / 2) ** 2 + height**2)
+    return round(base_edge**2 + 4 * (base_edge * slant) / 2)
+
+
+def _digit_distance(a, b):
+    sa, sb = str(a), str(b)
+    width = max(len(sa), len(sb))
+    return sum(abs(int(x) - int(y)) for x, y in zip(sa.zfill(width), sb.zfill(width)))
+
+
+def outputs_match(out: Any, expected: Any, spec: TestSpec, args: Any) -> bool:
+    """evalplus's verdict on one function output (see the module docstring)."""
+    import numpy as np
+
+    try:
+        exact = bool(out == expected)
+        if spec.dataset == "mbpp":
+            name = spec.entry_point
+            if name == "are_equivalent":
+                return True
+            if name == "sum_div":
+                exact = exact or out == 0
+            elif name == "surface_Area":
+                exact = exact or abs(out - _surface_area(*args)) <= spec.atol
+            elif name == "digit_distance_nums":
+                exact = exact or out == _digit_distance(*args)
+            elif name in MBPP_OUTPUT_SET_EQ_TASKS:
+                exact = set(out) == set(expected)
+            elif name in MBPP_OUTPUT_NOT_NONE_TASKS:
+                exact = out == expected if type(out) is bool else expected == (out is not None)
+        if spec.dataset == "humaneval" and spec.entry_point == "find_zero":
+            return bool(abs(_poly(*args, out)) <= spec.atol)
+        atol = spec.atol if spec.atol or not _is_floats(expected) else 1e-6
+        if exact or atol == 0:
+            return exact
+        if type(out) is not type(expected):
+            return False
+        if isinstance(expected, (list, tuple)) and len(out) != len(expected):
+            return False
+        return bool(np.allclose(out, expected, rtol=1e-07, atol=atol))
+    except Exception:  # noqa: BLE001 - an output the rule cannot even compare is wrong
+        return False
+
+
+def _decimal(token: str) -> Decimal | None:
+    try:
+        value = Decimal(token)
+    except (InvalidOperation, ValueError):
+        return None
+    return value if value.is_finite() else None
+
+
+def stdout_matches(got: str, expected: str) -> bool:
+    """The standard-output rule (see the module docstring)."""
+    a = [line.strip() for line in got.strip().splitlines()]
+    b = [line.strip() for line in expected.strip().splitlines()]
+    if len(a) != len(b):
+        return False
+    for x, y in zip(a, b):
+        if x == y:
+            continue
+        tx, ty = x.split(), y.split()
+        if len(tx) != len(ty):
+            return False
+        for p, q in zip(tx, ty):
+            if p != q and (_decimal(p) is None or _decimal(p) != _decimal(q)):
+                return False
+    return True
+
+
+# --- running -------------------------------------------------------------------------------------
+
+
+@dataclass
+class CodeOutcome:
+    """The verdict of one program: ``status`` (pass, fail, error, timeout, memory, output_limit,
+    sandbox_error), ``base_pass`` (None without a base subset), which input decided, and why."""
+
+    status: str
+    base_pass: bool | None
+    failed_input: int | None = None
+    detail: str = ""
+    wall_s: float = 0.0
+
+    def check_result(self) -> CheckResult:
+        if self.status in (PASS, FAIL):
+            return CheckResult(self.status == PASS, STATUS_OK, self.base_pass)
+        return CheckResult(False, self.status, self.base_pass)
+
+
+_HEADER_KEYS = {"loaded", "load_error", "done"}
+
+
+def _frames(stdout: bytes, nonce: str, truncated: bool = False) -> tuple[dict, dict, str | None]:
+    """(per-input records, header records, why the frames are not trustworthy or None).
+
+    Lines without the run's frame prefix are ignored; the last line of output cut at its cap
+    (``truncated``) is dropped, being partial."""
+    prefix = f"{FRAME_MARK}{nonce} "
+    per_input: dict[int, dict] = {}
+    header: dict = {}
+    lines = stdout.decode("utf-8", errors="replace").split("\n")
+    if truncated:
+        lines = lines[:-1]
+    for line in lines:
+        if not line.startswith(prefix):
+            continue
+        try:
+            record = json.loads(line[len(prefix):])
+        except (ValueError, RecursionError):
+            return per_input, header, "a malformed result frame"
+        if not isinstance(record, dict):
+            return per_input, header, "a malformed result frame"
+        if "i" in record:
+            i = record["i"]
+            if type(i) is not int or i in per_input:
+                return per_input, header, f"a repeated or malformed result for input {i!r}"
+            per_input[i] = record
+        elif set(record) <= _HEADER_KEYS:
+            header.update(record)
+        else:
+            return per_input, header, "a malformed result frame"
+    return per_input, header, None
+
+
+_RUN_FAILURES = ("timeout", "memory", "output_limit", "sandbox_error")
+
+
+def judge(spec: TestSpec, result: SandboxResult, nonce: str) -> CodeOutcome:
+    """Decide the verdict of a finished run from its result frames (outside the sandbox)."""
+    per_input, header, forged = _frames(result.stdout, nonce, result.truncated)
+    early = result.status if result.status in _RUN_FAILURES else STATUS_ERROR
+    status, failed, detail = PASS, None, ""
+    if forged:
+        status, failed, detail = FAIL, None, forged
+    elif "load_error" in header or not header.get("loaded"):
+        status = STATUS_ERROR if "load_error" in header else early
+        detail = str(header.get("load_error") or _tail(result))
+    else:
+        for i in range(len(spec.inputs)):
+            record = per_input.get(i)
+            verdict, why = _judge_input(spec, i, record)
+            if verdict is None:
+                verdict, why = early, f"the run ended before input {i} ({result.status}); {_tail(result)}"
+            if verdict != PASS:
+                status, failed, detail = verdict, i, why
+                break
+    base = None
+    if spec.base is not None:
+        base = status == PASS or (failed is not None and failed >= spec.base)
+    return CodeOutcome(status, base, failed, detail, result.wall_s)
+
+
+def _judge_input(spec: TestSpec, i: int, record: dict | None) -> tuple[str | None, str]:
+    if record is None:
+        return None, ""
+    if record.get("timeout"):
+        return STATUS_TIMEOUT, f"input {i} passed its time limit"
+    if "exc" in record:
+        return STATUS_ERROR, f"input {i} raised {record['exc']}"
+    if "bad" in record:
+        return (("output_limit", f"input {i}: output past its cap") if record["bad"] == "output_limit"
+                else (FAIL, f"input {i}: {record['bad']}"))
+    if spec.kind == "stdio":
+        got = record.get("stdout")
+        if not isinstance(got, str):
+            return FAIL, f"input {i}: a malformed result"
+        return (PASS, "") if stdout_matches(got, spec.expected[i]) else (FAIL, f"input {i}: wrong output")
+    if "out" not in record:
+        return FAIL, f"input {i}: a malformed result"
+    try:
+        out = decode_value(record["out"])
+    except (ValueError, TypeError, RecursionError, OverflowError):
+        return FAIL, f"input {i}: an output that is not plain data"
+    if outputs_match(out, spec.expected_value(i), spec, spec.input_values(i)):
+        return PASS, ""
+    return FAIL, f"input {i}: wrong output"
+
+
+def _tail(result: SandboxResult) -> str:
+    return result.stderr.decode("utf-8", errors="replace").strip().splitlines()[-1:][0][:300] if result.stderr.strip() else ""
+
+
+@lru_cache(maxsize=1)
+def harness_source() -> str:
+    return Path(code_harness.__file__).read_text(encoding="utf-8")
+
+
+def run_harness(job: dict, limits: SandboxLimits, sandbox: bool = True) -> tuple[SandboxResult, str]:
+    """Run the harness on ``job`` (a nonce is added); (the run's result, the nonce)."""
+    nonce = secrets.token_hex(8)
+    payload = json.dumps({**job, "nonce": nonce}).encode()
+    if sandbox:
+        return run_sandboxed(harness_source(), stdin=payload, limits=limits), nonce
+    return run_unsandboxed(harness_source(), payload, limits), nonce
+
+
+def run_unsandboxed(program: str, stdin: bytes, limits: SandboxLimits) -> SandboxResult:
+    """``--unsafe-no-sandbox``: the program as a plain child process with the wall-clock limit and
+    an address-space cap only. For trusted code: nothing here contains a hostile program."""
+    import resource
+
+    def limit() -> None:
+        cap = max(limits.memory_bytes * 4, 2**31)  # RLIMIT_AS counts mappings, not use
+        resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="rlbound-unsafe-") as work:
+        Path(work, "main.py").write_text(program, encoding="utf-8")
+        proc = subprocess.Popen([PYTHON if os.path.exists(PYTHON) else "python3", "-E", "-s", "main.py"],
+                                cwd=work, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, start_new_session=True, preexec_fn=limit)
+        try:
+            out, err = proc.communicate(stdin, timeout=limits.wall_s)
+            status = "ok" if proc.returncode == 0 else "error"
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, 9)
+            out, err = proc.communicate()
+            status = "timeout"
+    return SandboxResult(status, proc.returncode, out, err, time.monotonic() - started)
+
+
+@register_verifier("code")
+class CodeVerifier(Verifier):
+    """Programs graded by running them on the test spec's inputs (see the module docstring)."""
+
+    name = "code"
+
+    def __init__(self, sandbox: bool = True, wall_s: float = 3.0, time_factor: float = 4.0,
+                 min_input_s: float = 1.0, max_wall_s: float = 30.0, memory_mb: int = 512,
+                 processes: int = 64, disk_mb: int = 64, output_mb: float = 1.0,
+                 workers: int | None = None):
+        for key, value in (("wall_s", wall_s), ("time_factor", time_factor), ("min_input_s", min_input_s),
+                           ("max_wall_s", max_wall_s), ("memory_mb", memory_mb), ("processes", processes),
+                           ("disk_mb", disk_mb), ("output_mb", output_mb)):
+            if not float(value) > 0:
+                raise RlboundError(f"code verifier option {key} must be positive, got {value!r}")
+        self.sandbox = bool(sandbox)
+        self.wall_s, self.time_factor, self.min_input_s = float(wall_s), float(time_factor), float(min_input_s)
+        self.max_wall_s, self.memory_mb, self.processes = float(max_wall_s), int(memory_mb), int(processes)
+        self.disk_mb, self.output_mb = int(disk_mb), float(output_mb)
+        self.workers = workers or 2 * (os.cpu_count() or 1)  # a launch mostly waits on its child
+        self.max_check_s = self.max_wall_s + 5.0
+
+    def settings(self) -> dict[str, Any]:
+        from rlbound.verify.code_extract import RULES_VERSION
+
+        return {"sandbox": self.sandbox, "wall_s": self.wall_s, "time_factor": self.time_factor,
+                "min_input_s": self.min_input_s, "max_wall_s": self.max_wall_s,
+                "memory_mb": self.memory_mb, "processes": self.processes, "disk_mb": self.disk_mb,
+                "output_mb": self.output_mb, "rules": f"extract-{RULES_VERSION}/harness-{HARNESS_VERSION}",
+                "backend": sandbox_python_version()}
+
+    def extract(self, completion: str) -> str | None:
+        return extract_program(completion)
+
+    def normalise(self, answer: str) -> str:
+        return normalise_program(answer)
+
+    def equivalent(self, reference: str, answer: str) -> bool:
+        return self.check(reference, answer).correct
+
+    def check(self, reference: str, answer: str) -> CheckResult:
+        return self.grade(parse_spec(reference), answer).check_result()
+
+    def limits_for(self, spec: TestSpec, output_bytes: int = 0) -> tuple[SandboxLimits, list[float]]:
+        """The run's limits and each input's deadline (see the module docstring)."""
+        times = spec.times or (0.0,) * len(spec.inputs)
+        per_input = [max(self.min_input_s, self.time_factor * float(t)) for t in times]
+        wall = min(self.max_wall_s, self.wall_s + self.time_factor * sum(float(t) for t in times))
+        if spec.kind == "stdio":
+            per_input = [spec.time_limit_s or self.min_input_s] * len(spec.inputs)
+            wall = min(self.max_wall_s, self.wall_s + sum(per_input))
+        cap = max(int(self.output_mb * 2**20), output_bytes)
+        return SandboxLimits(wall_s=wall, memory_bytes=self.memory_mb * 2**20, processes=self.processes,
+                             disk_bytes=self.disk_mb * 2**20, output_bytes=cap), per_input
+
+    def grade(self, spec: TestSpec, program: str) -> CodeOutcome:
+        """Run ``program`` on every input of ``spec`` and judge it."""
+        expected_bytes = sum(len(json.dumps(e)) for e in spec.expected)
+        limits, per_input = self.limits_for(spec, 2 * expected_bytes + 256 * len(spec.inputs) + 65536)
+        job: dict[str, Any] = {"mode": spec.kind, "program": assemble(spec, program),
+                               "entry_point": spec.entry_point, "input_timeouts": per_input,
+                               "output_cap": limits.output_bytes,
+                               "not_none": not_none_outputs(spec.dataset, spec.entry_point)}
+        job["stdin" if spec.kind == "stdio" else "inputs"] = list(spec.inputs)
+        result, nonce = run_harness(job, limits, self.sandbox)
+        if result.status == STATUS_SANDBOX_ERROR and not result.stdout:
+            return CodeOutcome(STATUS_SANDBOX_ERROR, None if spec.base is None else False, None,
+                               _tail(result), result.wall_s)
+        return judge(spec, result, nonce)
+
+
+@lru_cache(maxsize=1)
+def sandbox_python_version() -> str:
+    """The version of the interpreter programs run under (verdicts may differ between versions)."""
+    try:
+        out = subprocess.run([PYTHON, "-c", "import sys; print('%d.%d.%d' % sys.version_info[:3])"],
+                             capture_output=True, text=True, timeout=30)
+        return f"python-{out.stdout.strip()}"
+    except (OSError, subprocess.SubprocessError):
+        return "python-unknown"
