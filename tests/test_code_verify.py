@@ -157,6 +157,25 @@ def test_every_mbpp_plus_canonical_solution_passes(mbpp_plus, pool):
 
 
 @needs_data
+def test_every_original_mbpp_reference_solution_passes(code_cache, pool):
+    from rlbound.progress import set_quiet
+    from rlbound.tasks.base import load_task
+
+    set_quiet(True)
+    task = load_task("mbpp", path=str(DATA / "mbpp.jsonl"))  # the test split, task ids 11-510
+    # Mbpp/367 (a tree built in setup code) and Mbpp/486 (an argument computed at run time) are
+    # left out: their tests are not `assert f(literals) == literal`.
+    assert len(task) == 498 and not {"Mbpp/367", "Mbpp/486"} & {p.id for p in task.problems}
+    assert "expert Python programmer" in task.problems[0].prompt
+    with open(DATA / "mbpp.jsonl") as fh:
+        code = {f"Mbpp/{r['task_id']}": r["code"] for r in map(json.loads, fh)}
+    verdicts = verify_batch(CodeVerifier(), [p.reference for p in task.problems],
+                            [code[p.id] for p in task.problems], pool=pool)
+    assert [(p.id, v.status) for p, v in zip(task.problems, verdicts) if not v.correct] == []
+    assert all(v.correct_base is None for v in verdicts)  # the original tests have no base subset
+
+
+@needs_data
 def test_wrong_solutions_fail_and_memorised_base_outputs_fail_plus(humaneval_plus, pool):
     rows = _rows(HE_PLUS)
     problems = humaneval_plus.problems[:20]
@@ -313,3 +332,14 @@ def test_unsafe_no_sandbox_runs_the_same_harness():
                      ["def add(a, b):\n    return a + b\n", "def add(a, b):\n    return a - b\n"])
     assert [x.correct for x in v] == [True, False]
     assert CodeVerifier(sandbox=False).settings()["sandbox"] is False
+
+
+@needs_data
+def test_answers_are_normalised_programs_and_normalising_is_idempotent():
+    from rlbound.verify.code_extract import normalise_program
+
+    v = CodeVerifier()
+    for row in list(_rows(HE_PLUS).values())[:40]:
+        answer = v.extract(row["canonical_solution"] + "\n# a comment\n")
+        assert answer == v.extract(row["canonical_solution"])
+        assert normalise_program(answer) == answer

@@ -8,7 +8,10 @@ Tasks (each takes ``path``, the benchmark file; without it, ``$RLBOUND_DATA/code
   ``HumanEval.jsonl.gz`` holds its tests as executable ``assert`` code, whose verdict would be
   decided inside the program's own process (forgeable), so rlbound takes HumanEval's tests from
   HumanEval+'s ``base_input``; the prompts are the same (163 of 164 verbatim, one fixed).
-* ``mbpp`` / ``mbpp_plus``: ``MbppPlus*.jsonl.gz``, likewise. The prompt is evalplus's: the
+* ``mbpp``: the original ``mbpp.jsonl`` (``split`` test by default: task ids 11-510), its three
+  ``assert f(args) == expected`` tests taken as data (see :func:`original_mbpp`); given an MBPP+
+  file instead, MBPP+'s base inputs.
+* ``mbpp_plus``: ``MbppPlus*.jsonl.gz``, base + plus inputs, like HumanEval+. The prompt is evalplus's: the
   description and the first base assertion as a docstring (it names the function). Inputs are
   turned back into tuples, sets and complex numbers where evalplus does
   (``mbpp_deserialize_inputs``). A development snapshot (a file name with ``-dev-``) is flagged
@@ -43,6 +46,7 @@ from rlbound.tasks.files import _read_records
 
 HUMANEVAL_PLUS_FILE = "HumanEvalPlus.jsonl.gz"
 MBPP_PLUS_FILE = "MbppPlus.jsonl.gz"
+MBPP_FILE = "mbpp.jsonl"
 
 # Which MBPP+ tasks take tuples, sets or complex numbers that JSON stored as lists and strings
 # (a fact about the benchmark, from evalplus/data/mbpp.py ``mbpp_deserialize_inputs``).
@@ -159,8 +163,8 @@ def canonical_outputs(dataset: str, entry_point: str, program: str, inputs: list
     return entry
 
 
-def _function_specs(items: list[dict], sandbox: bool, label: str) -> list[dict]:
-    """Fill each item's ``expected``/``times`` (in parallel); drop inputs the canonical fails on."""
+def _canonical_all(items: list[dict], sandbox: bool, label: str) -> list[dict]:
+    """:func:`canonical_outputs` of every item's ``program`` on its ``inputs``, in parallel."""
     def one(item: dict) -> dict:
         return canonical_outputs(item["dataset"], item["entry_point"], item["program"], item["inputs"], sandbox)
 
@@ -170,7 +174,12 @@ def _function_specs(items: list[dict], sandbox: bool, label: str) -> list[dict]:
         for entry in pool.map(one, items):
             results.append(entry)
             bar.advance(1)
-    for item, entry in zip(items, results):
+    return results
+
+
+def _function_specs(items: list[dict], sandbox: bool, label: str) -> list[dict]:
+    """Fill each item's ``expected``/``times``; drop inputs the canonical solution fails on."""
+    for item, entry in zip(items, _canonical_all(items, sandbox, label)):
         keep = [i for i, e in enumerate(entry["expected"]) if str(i) not in entry["errors"]]
         item["dropped"] = len(item["inputs"]) - len(keep)
         item["base"] = sum(1 for i in keep if i < item["n_base"]) if item["n_base"] is not None else None
@@ -255,8 +264,83 @@ def humaneval_plus(path: str | None = None, limit: int | None = None, template: 
 
 @register_task("mbpp")
 def mbpp(path: str | None = None, limit: int | None = None, template: str = "code-complete",
-         sandbox: bool = True) -> Task:
-    return evalplus_task("mbpp", "mbpp", MBPP_PLUS_FILE, False, path, limit, template, sandbox)
+         sandbox: bool = True, split: str = "test") -> Task:
+    """MBPP: the original file (``mbpp.jsonl``, the default) or MBPP+'s base inputs."""
+    file = _data_file(path, MBPP_FILE, "mbpp")
+    first = next((record for _, record in _read_records(file)), {})
+    if "base_input" in first:
+        return evalplus_task("mbpp", "mbpp", MBPP_PLUS_FILE, False, str(file), limit, template, sandbox)
+    return original_mbpp(file, limit, template, split, sandbox)
+
+
+MBPP_SPLITS = {"prompt": (1, 10), "test": (11, 510), "validation": (511, 600), "train": (601, 974), "all": (1, 10**9)}
+
+
+def _assert_case(test: str) -> tuple[str, list, Any] | None:
+    """``assert f(literal, ...) == literal`` as (f, arguments, expected), else None."""
+    import ast
+
+    try:
+        node = ast.parse(test.strip()).body[0]
+        compare = node.test
+        call = compare.left
+        if not (isinstance(node, ast.Assert) and isinstance(compare, ast.Compare) and len(compare.ops) == 1
+                and isinstance(compare.ops[0], ast.Eq) and isinstance(call, ast.Call)
+                and isinstance(call.func, ast.Name) and not call.keywords):
+            return None
+        return call.func.id, [ast.literal_eval(a) for a in call.args], ast.literal_eval(compare.comparators[0])
+    except (SyntaxError, ValueError, TypeError, AttributeError, IndexError, RecursionError, MemoryError):
+        return None
+
+
+def original_mbpp(file: Path, limit: int | None, template: str, split: str, sandbox: bool = True) -> Task:
+    """The original MBPP (Austin et al. 2021): its prompt, its three tests as data.
+
+    The prompt is the paper's ("You are an expert Python programmer, and here is your task: …
+    Your code should pass these tests: …"). Each test ``assert f(args) == expected`` becomes an
+    input and its expected output, compared with the same rules as MBPP+'s; a problem whose tests
+    are not all of that form (a tree built in setup code, an argument computed at run time) is
+    left out, with a warning naming it. The reference solution (``code``) is run once, like a
+    canonical one, only for its times, which set the time limits (Mbpp/123's takes seconds).
+    """
+    from rlbound.verify.code_harness import encode_value
+
+    if split not in MBPP_SPLITS:
+        raise RlboundError(f"mbpp split must be one of {', '.join(MBPP_SPLITS)}, got {split!r}")
+    low, high = MBPP_SPLITS[split]
+    items, left_out = [], []
+    for lineno, record in _read_records(file):
+        missing = [k for k in ("task_id", "text", "test_list") if k not in record]
+        if missing:
+            raise RlboundError(f'tasks file \'{file}\' line {lineno}: missing field "{missing[0]}"')
+        if not low <= int(record["task_id"]) <= high:
+            continue
+        cases = [_assert_case(t) for t in record["test_list"]]
+        names = {c[0] for c in cases if c}
+        if not cases or None in cases or len(names) != 1 or record.get("test_setup_code", "").strip():
+            left_out.append(str(record["task_id"]))
+            continue
+        tests = "\n".join(t.strip() for t in record["test_list"])
+        question = (f"You are an expert Python programmer, and here is your task: {record['text']} "
+                    f"Your code should pass these tests:\n\n{tests}\n")
+        items.append({"kind": "function", "dataset": "mbpp", "id": f"Mbpp/{record['task_id']}",
+                      "entry_point": names.pop(), "prompt": "", "question": question,
+                      "program": record.get("code") or "", "inputs": [encode_value(c[1]) for c in cases],
+                      "expected": [encode_value(c[2]) for c in cases], "base": None, "atol": 0.0})
+        if limit is not None and len(items) >= limit:
+            break
+    if left_out:
+        note(f"[yellow]warning:[/] mbpp: {len(left_out)} problems left out, their tests are not all "
+             f"`assert f(literal arguments) == literal`: {', '.join(left_out[:10])}")
+    if not items:
+        raise RlboundError(f"tasks file '{file}' holds no MBPP problems in split {split!r}")
+    for item, entry in zip(items, _canonical_all(items, sandbox, "mbpp")):
+        item["times"] = entry["times"]
+    problems = [Problem(it["id"], it["question"], _spec_json(it), {"entry_point": it["entry_point"],
+                                                                    "inputs": len(it["inputs"])})
+                for it in items]
+    return Task(name="mbpp", problems=tuple(problems), verifier="code", template=template,
+                options={"path": str(file.resolve()), "limit": limit, "split": split})
 
 
 @register_task("mbpp_plus")

@@ -83,6 +83,16 @@ class Verifier(ABC):
         """Grade ``answer`` against ``reference``; by default through :meth:`equivalent`."""
         return CheckResult(bool(self.equivalent(reference, answer)))
 
+    def prepare(self) -> None:
+        """Called once per batch in the calling process before any check: raise a one-line
+        RlboundError for a missing prerequisite (the code verifier's sandbox) rather than let
+        every check fail in a worker."""
+
+    def has_base_subset(self, reference: str) -> bool:
+        """Whether ``reference``'s tests have a base subset (then every verdict, an unanswered
+        sample's included, carries ``correct_base``)."""
+        return False
+
     def normalise(self, answer: str) -> str:
         """The cache key form of an answer: answers with equal keys get the same verdict."""
         return " ".join(answer.split())

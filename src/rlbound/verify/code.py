@@ -37,6 +37,12 @@ Time limits: each input may take ``max(min_input_s, time_factor × the canonical
 run ``wall_s + time_factor × the canonical total`` (at most ``max_wall_s``). ``sandbox=False``
 (``--unsafe-no-sandbox``) runs the same harness as a plain child process, for trusted code only.
 
+Answers: a sample's ``answer`` is its program in normalised form
+(:func:`~rlbound.verify.code_extract.normalise_program`: comments and layout dropped), which is
+what runs and what the verdict cache keys on. So answer diversity and maj@k count distinct
+normalised programs: a syntactic measure, an upper bound on how many behaviours were sampled
+(two programs that differ only in a variable name count twice).
+
 What it does not do: numpy values, class instances and other non-builtin outputs are failures
 (evalplus compares some of those with ``==``); a model's program that needs packages outside the
 standard library of ``/usr/bin/python3`` fails to load.
@@ -71,7 +77,7 @@ from rlbound.verify.base import (
 from rlbound.verify import code_harness
 from rlbound.verify.code_harness import FRAME_MARK, HARNESS_VERSION, decode_value
 from rlbound.verify.code_extract import extract_program, normalise_program
-from rlbound.verify.sandbox import PYTHON, SandboxLimits, SandboxResult, run_sandboxed
+from rlbound.verify.sandbox import PYTHON, SandboxLimits, SandboxResult, run_sandboxed, sandbox_ready
 
 PASS, FAIL = "pass", "fail"
 
@@ -441,8 +447,17 @@ class CodeVerifier(Verifier):
                 "output_mb": self.output_mb, "rules": f"extract-{RULES_VERSION}/harness-{HARNESS_VERSION}",
                 "backend": sandbox_python_version()}
 
+    def prepare(self) -> None:
+        if self.sandbox:
+            sandbox_ready()
+
+    def has_base_subset(self, reference: str) -> bool:
+        return parse_spec(reference).base is not None
+
     def extract(self, completion: str) -> str | None:
-        return extract_program(completion)
+        """The program, in its normalised form (what runs, and what answer diversity counts)."""
+        program = extract_program(completion)
+        return None if program is None else normalise_program(program)
 
     def normalise(self, answer: str) -> str:
         return normalise_program(answer)

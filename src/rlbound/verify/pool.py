@@ -478,13 +478,14 @@ def verify_batch(
     if workers is None:
         workers = getattr(verifier, "workers", None)
 
+    verifier.prepare()
     answers = [verifier.extract(completion) for completion in completions]
     groups: dict[tuple[str, str], list[int]] = {}
     outcomes: list[CheckResult | None] = [None] * len(completions)
     for i, (reference, answer) in enumerate(zip(references, answers)):
         key = verifier.normalise(answer) if answer is not None else ""
         if not key:
-            outcomes[i] = CheckResult(False, STATUS_NO_ANSWER)
+            outcomes[i] = CheckResult(False, STATUS_NO_ANSWER, False if verifier.has_base_subset(reference) else None)
         else:
             groups.setdefault((reference, key), []).append(i)
 

