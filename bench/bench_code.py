@@ -8,10 +8,11 @@ One run measures, side by side:
    check distinct), for each pool size of ``--workers``; once on a cold pool (worker start-up
    included) and once on the warm pool. The issue's target is >= 60 sandboxed checks/s on 2 cores.
 2. **Overhead per check**, one at a time in this process: a bare ``subprocess.run`` of
-   ``/usr/bin/python3 -E -s -c`` with the harness's imports reading the same job from stdin;
-   ``run_sandboxed("pass")``; one full ``CodeVerifier().grade`` of HumanEval/0 (base inputs); and
+   ``/usr/bin/python3 -E -s -c`` with the harness's imports reading the same job from stdin (and
+   of ``-c pass``); ``run_sandboxed("pass")``; one full ``CodeVerifier().grade`` of HumanEval/0 (base inputs); and
    the same grade with ``sandbox=False`` (the harness as a plain child), which splits the cost
-   between the sandbox and the harness. Medians, in ms, with ratios to the bare subprocess.
+   between the sandbox and the harness. Medians, in ms, with ratios to the bare subprocess, and
+   the CPU time per run (this process plus its children), which bounds the rate on few cores.
 3. **The cache under realistic repetition**: n completions per problem (default 64) drawn with a
    skewed distribution from a small pool: the canonical continuation, the same with a comment and
    blank line added (the same cache key), the whole program in a markdown fence (another key,
@@ -51,6 +52,7 @@ import json
 import os
 import random
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -98,6 +100,16 @@ def read_rows(limit: int | None) -> list[dict]:
     with gzip.open(DATA, "rt", encoding="utf-8") as f:
         rows = [json.loads(line) for line in f if line.strip()]
     return rows[:limit] if limit else rows
+
+
+def cpu_s() -> float:
+    """CPU seconds of this process and of its waited-for children (workers, sandboxes) so far."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def load_note() -> str:
+    return "load average %.2f %.2f %.2f" % os.getloadavg()
 
 
 def timed(fn, *args, **kwargs):
@@ -158,21 +170,27 @@ def part_throughput(task, rows, worker_counts: list[int]) -> None:
     completions = [r["canonical_solution"] for r in rows]
     print(f"\n== 1. checks/s: {len(refs)} HumanEval canonical solutions, base inputs, "
           f"every check distinct (fresh cache) ==")
-    out, failures = [], {}
+    out, failures, cpu_notes = [], {}, []
     for workers in worker_counts:
         verifier = CodeVerifier(workers=workers)
+        cpu_before, checks = cpu_s(), 0
         with VerifierPool(workers=workers) as pool:
             for label in ("cold pool", "warm pool"):
                 cache = VerifyCache()
                 verdicts, secs = timed(verify_batch, verifier, refs, completions, pool=pool, cache=cache,
                                        workers=workers)
                 rate = cache.checks / secs
+                checks += cache.checks
                 out.append([f"{workers} workers, {label}", cache.checks, f"{secs:.2f}", f"{rate:.1f}",
                             f"{rate / TARGET_CHECKS_PER_S:.2f}", str(statuses(verdicts))])
                 for p, v in zip(task.problems, verdicts):
                     if not v.correct:
                         failures[p.id] = v.status
+        per_check = (cpu_s() - cpu_before) / checks * 1000  # the pool is closed: its workers were waited for
+        cpu_notes.append(f"{workers}w {per_check:.0f} ms ({(os.cpu_count() or 1) * 1000 / per_check:.0f}/s)")
     table(["pool", "checks", "seconds", "checks/s", "x target", "verdicts"], out, [26, 8, 9, 10, 10, 28])
+    print("CPU per check (this process + workers + sandboxes, both batches, worker start-up included), "
+          "and the CPU-bound ceiling it implies: " + ", ".join(cpu_notes))
     best = max(float(r[3]) for r in out)
     print(f"target {TARGET_CHECKS_PER_S:.0f} checks/s on {os.cpu_count()} cores: best {best:.1f} "
           f"({'met' if best >= TARGET_CHECKS_PER_S else 'NOT met'})")
@@ -198,6 +216,9 @@ def part_overhead(task, rows, reps: int) -> None:
     def bare():
         subprocess.run([PYTHON, "-E", "-s", "-c", TRIVIAL], input=payload, capture_output=True, check=True)
 
+    def bare_pass():
+        subprocess.run([PYTHON, "-E", "-s", "-c", "pass"], capture_output=True, check=True)
+
     def sandbox_pass():
         result = run_sandboxed("pass")
         outcomes["sandbox"] = result.status
@@ -208,30 +229,36 @@ def part_overhead(task, rows, reps: int) -> None:
         return go
 
     cases = [("(a) bare subprocess.run python3 -c", bare),
+             ("(a0) same with -c pass, no stdin", bare_pass),
              ("(b) run_sandboxed('pass')", sandbox_pass),
              ("(c) CodeVerifier().grade HumanEval/0", full(sandboxed, "grade")),
              ("(d) same, sandbox=False (harness only)", full(unsandboxed, "grade_unsandboxed"))]
     print(f"\n== 2. overhead per check, one at a time ({reps} runs each after 3 warm-ups; "
           f"HumanEval/0 has {len(spec.inputs)} base inputs) ==")
-    medians, out = {}, []
+    medians, cpus, out = {}, {}, []
     for label, fn in cases:
         for _ in range(3):
             fn()
-        samples = []
+        samples, cpu_before = [], cpu_s()
         for _ in range(reps):
             _, secs = timed(fn)
             samples.append(secs * 1000)
+        cpu_ms = (cpu_s() - cpu_before) / reps * 1000
         medians[label] = statistics.median(samples)
+        cpus[label] = cpu_ms
         out.append([label, f"{medians[label]:.1f}", f"{statistics.mean(samples):.1f}", f"{min(samples):.1f}",
                     f"{max(samples):.1f}", f"{medians[label] / medians[cases[0][0]]:.2f}x",
-                    f"{1000 / medians[label]:.0f}"])
-    table(["path", "median ms", "mean", "min", "max", "vs (a)", "serial/s"], out, [42, 11, 8, 8, 8, 9, 10])
-    a, b, c, d = (medians[label] for label, _ in cases)
-    print(f"sandbox launch over bare subprocess (b - a): {b - a:.1f} ms;  a full check over the sandbox "
+                    f"{cpu_ms:.1f}", f"{cpu_ms / cpus[cases[0][0]]:.2f}x"])
+    table(["path", "median ms", "mean", "min", "max", "vs (a)", "cpu ms", "cpu vs (a)"], out,
+          [42, 11, 8, 8, 8, 9, 9, 12])
+    a, a0, b, c, d = (medians[label] for label, _ in cases)
+    print(f"sandbox launch over bare subprocess (b - a0): {b - a0:.1f} ms;  a full check over the sandbox "
           f"alone (c - b): {c - b:.1f} ms;  sandbox share of a check (c - d): {c - d:.1f} ms;  "
           f"verdicts {outcomes}")
-    print(f"ideal rate on {os.cpu_count()} cores if a check used one core for its whole median: "
-          f"{(os.cpu_count() or 1) * 1000 / c:.0f} checks/s")
+    cores = os.cpu_count() or 1
+    print(f"CPU-bound ceilings on {cores} cores (cores x 1000 / cpu ms): bare subprocess "
+          f"{cores * 1000 / cpus[cases[0][0]]:.0f}/s, sandbox launch {cores * 1000 / cpus[cases[2][0]]:.0f}/s, "
+          f"full check {cores * 1000 / cpus[cases[3][0]]:.0f}/s, unsandboxed check {cores * 1000 / cpus[cases[4][0]]:.0f}/s;  {load_note()}")
 
 
 # --- part 3 --------------------------------------------------------------------------------------
@@ -273,7 +300,10 @@ def part_cache(task, rows, n: int, workers: int, sample: int, seed: int) -> None
             right.append(ok)
     total = len(completions)
     verifier = CodeVerifier(workers=workers)
-    distinct_keys = len({(r, verifier.normalise(verifier.extract(c))) for r, c in zip(refs, completions)})
+    # The per-completion work verify_batch does in the calling process before any check: extraction
+    # and normalisation (ast parse + unparse) of every completion, cache or no cache.
+    keys, keys_s = timed(lambda: {(r, verifier.normalise(verifier.extract(c))) for r, c in zip(refs, completions)})
+    distinct_keys = len(keys)
     print(f"\n== 3. cache: {len(rows)} problems x n={n} = {total} completions, {distinct_keys} distinct "
           f"(reference, program) keys, pool of {workers} workers ==")
     out = []
@@ -305,6 +335,8 @@ def part_cache(task, rows, n: int, workers: int, sample: int, seed: int) -> None
           f"defeated run: {d_keys} distinct keys for {len(idx)} samples, {cache2.checks} checks;  "
           f"verdicts {statuses(verdicts)};  verdicts not as built: {wrong}/{total} cached, "
           f"{d_wrong}/{len(idx)} defeated")
+    print(f"extract + normalise alone, in this process: {keys_s:.2f}s for {total} completions "
+          f"({total / keys_s:,.0f}/s), part of the cached run's {secs:.2f}s")
 
 
 # --- part 4 --------------------------------------------------------------------------------------
@@ -460,7 +492,7 @@ def main() -> None:
         _, again_s = load("humaneval", args.limit)
         print(f"{os.cpu_count()} CPUs, sandbox {sandbox_python_version()}, RLBOUND_CACHE={cache}; humaneval: "
               f"{len(task.problems)} problems, load {load_s:.1f}s ({'warm' if warm else 'cold: canonical outputs computed'}"
-              f"), then {again_s:.2f}s from the cache")
+              f"), then {again_s:.2f}s from the cache; {load_note()} (other users of this machine slow every figure)")
         if 1 in parts:
             part_throughput(task, rows, worker_counts)
         if 2 in parts:
@@ -470,6 +502,7 @@ def main() -> None:
         if 4 in parts:
             part_plus(rows, args.limit, batch_workers, args.evalplus, args.skip_evalplus,
                       args.evalplus_parallel or os.cpu_count() or 1, cache, work)
+        print(f"\nend: {load_note()}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
         if temporary:

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from rlbound.errors import RlboundError
-from rlbound.verify.code import CodeVerifier, outputs_match, parse_spec, stdout_matches
+from rlbound.verify.code import CodeVerifier, parse_spec
+from rlbound.verify.code_compare import outputs_match, stdout_matches
 from rlbound.verify.code_harness import decode_value, encode_value
 from rlbound.verify.pool import VerifierPool, verify_batch
 
@@ -343,3 +344,14 @@ def test_answers_are_normalised_programs_and_normalising_is_idempotent():
         answer = v.extract(row["canonical_solution"] + "\n# a comment\n")
         assert answer == v.extract(row["canonical_solution"])
         assert normalise_program(answer) == answer
+
+
+def test_example_usage_is_blanked_on_the_host_and_shared_lines_stay():
+    from rlbound.verify.code import without_examples
+
+    program = ('"""doc"""\nimport os\ndef f(x):\n    return x\nprint(f(input()))\nassert f(1) == 2\n'
+               'if __name__ == "__main__":\n    f(input())\nX = 1; print(X)\n')
+    out = without_examples(program)
+    assert out.splitlines() == ['"""doc"""', "import os", "def f(x):", "    return x", "", "", "", "",
+                                "X = 1; print(X)"]
+    assert without_examples("def f(:\n") == "def f(:\n"

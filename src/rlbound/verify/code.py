@@ -13,17 +13,9 @@ A code problem's reference is a *test spec* (JSON, built by :mod:`rlbound.tasks.
   ``expected`` (its standard output), ``base`` (the public tests, leading).
 
 Only the inputs enter the sandbox (:mod:`rlbound.verify.code_harness` runs there); the comparison
-happens here, on plain data decoded from the program's result frames:
-
-* function outputs with evalplus's rules (evalplus/eval/__init__.py, v0.3): exact ``==``; else,
-  when ``atol`` is set or the expected value is a float or a list of floats (atol 1e-6 then), the
-  same type, the same length and ``numpy.allclose(out, expected, rtol=1e-7, atol)``; evalplus's
-  special oracles: HumanEval/32 ``find_zero`` (``|poly(xs, out)| <= atol``), and MBPP+'s
-  set-equal, not-None, ``are_equivalent``, ``sum_div``, ``surface_Area`` and
-  ``digit_distance_nums`` tasks;
-* standard output: both texts stripped and split into lines, each line stripped; the line counts
-  must be equal (a missing line is a failure, never cut off by ``zip``); lines equal as text, or
-  token by token as text or as exact decimals (``Decimal``) where both tokens are numbers.
+happens here, on plain data decoded from the program's result frames, with the rules of
+:mod:`rlbound.verify.code_compare` (evalplus's for function outputs, every line for standard
+output).
 
 Statuses, input by input in order, the first that is not a pass deciding: ``fail`` (a wrong or
 non-plain-data output, or a repeated or malformed result frame), ``error`` (the program did not
@@ -52,14 +44,12 @@ from __future__ import annotations
 
 import ast
 import json
-import math
 import os
 import secrets
 import subprocess
 import tempfile
 import time
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -76,16 +66,11 @@ from rlbound.verify.base import (
 )
 from rlbound.verify import code_harness
 from rlbound.verify.code_harness import FRAME_MARK, HARNESS_VERSION, decode_value
+from rlbound.verify.code_compare import MBPP_OUTPUT_NOT_NONE_TASKS, outputs_match, stdout_matches
 from rlbound.verify.code_extract import extract_program, normalise_program
 from rlbound.verify.sandbox import PYTHON, SandboxLimits, SandboxResult, run_sandboxed, sandbox_ready
 
 PASS, FAIL = "pass", "fail"
-
-# evalplus/eval/_special_oracle.py (the task lists are facts about the benchmark).
-MBPP_OUTPUT_NOT_NONE_TASKS = ("check_str", "text_match_three", "text_starta_endb")
-MBPP_OUTPUT_SET_EQ_TASKS = ("similar_elements", "find_char_long", "common_in_nested_lists",
-                            "extract_singly", "larg_nnum", "intersection_array", "find_dissimilar", "Diff")
-
 
 @dataclass(frozen=True)
 class TestSpec:
@@ -110,11 +95,36 @@ class TestSpec:
             self.cache[key] = decode_value(self.inputs[i])
         return self.cache[key]
 
+    def plain_equality_unsafe(self) -> set[int] | range:
+        """Inputs where equal encodings do not settle a pass: an expected value holding a NaN,
+        or every input of a task with a special oracle."""
+        if "unsafe" not in self.cache:
+            from rlbound.verify.code_compare import has_special_oracle
+
+            if has_special_oracle(self.dataset, self.entry_point):
+                self.cache["unsafe"] = range(len(self.expected))
+            else:
+                self.cache["unsafe"] = {i for i, e in enumerate(self.expected) if _holds_nan(e)}
+        return self.cache["unsafe"]
+
+    def expected_bytes(self) -> int:
+        if "bytes" not in self.cache:
+            self.cache["bytes"] = sum(len(json.dumps(e)) for e in self.expected)
+        return self.cache["bytes"]
+
     def expected_value(self, i: int) -> Any:
         key = ("exp", i)
         if key not in self.cache:
             self.cache[key] = decode_value(self.expected[i])
         return self.cache[key]
+
+
+def _holds_nan(encoded: Any) -> bool:
+    if type(encoded) is list:
+        return any(_holds_nan(v) for v in encoded)
+    if type(encoded) is dict:
+        return encoded.get("v") == "nan" or _holds_nan(encoded.get("v"))
+    return False
 
 
 @lru_cache(maxsize=512)
@@ -172,96 +182,52 @@ def not_none_outputs(dataset: str, entry_point: str) -> bool:
 
 def assemble(spec: TestSpec, program: str) -> str:
     """The program to run: a continuation is appended to the prompt; a whole program that
-    defines the entry point gets the prompt's imports and helpers before it."""
-    if spec.kind != "function" or not spec.prompt:
+    defines the entry point gets the prompt's imports and helpers before it; in function mode,
+    without its example usage (:func:`without_examples`)."""
+    if spec.kind != "function":
         return program
-    if _defines(program, spec.entry_point):
-        return spec.context.rstrip() + "\n\n" + program if spec.context.strip() else program
-    return spec.prompt + program
+    if spec.prompt:
+        if _defines(program, spec.entry_point):
+            program = spec.context.rstrip() + "\n\n" + program if spec.context.strip() else program
+        else:
+            program = spec.prompt + program
+    return without_examples(program)
 
 
-# --- comparing outputs ---------------------------------------------------------------------------
+def _is_main_guard(node: ast.stmt) -> bool:
+    test = getattr(node, "test", None)
+    return (isinstance(node, ast.If) and isinstance(test, ast.Compare)
+            and isinstance(test.left, ast.Name) and test.left.id == "__name__")
 
 
-def _is_floats(x: Any) -> bool:
-    if type(x) is float:
-        return True
-    return isinstance(x, (list, tuple)) and bool(x) and all(type(v) is float for v in x)
-
-
-def _poly(xs: list, x: float) -> float:
-    return sum(coeff * math.pow(x, i) for i, coeff in enumerate(xs))
-
-
-def _surface_area(base_edge, height):
-    slant = math.sqrt((base_edge / 2) ** 2 + height**2)
-    return round(base_edge**2 + 4 * (base_edge * slant) / 2)
-
-
-def _digit_distance(a, b):
-    sa, sb = str(a), str(b)
-    width = max(len(sa), len(sb))
-    return sum(abs(int(x) - int(y)) for x, y in zip(sa.zfill(width), sb.zfill(width)))
-
-
-def outputs_match(out: Any, expected: Any, spec: TestSpec, args: Any) -> bool:
-    """evalplus's verdict on one function output (see the module docstring)."""
-    import numpy as np
-
+def without_examples(program: str) -> str:
+    """``program`` with its ``if __name__ == "__main__":`` blocks, top-level ``assert``
+    statements and bare top-level expressions (the module docstring apart) blanked out: example
+    usage that models append, where an ``input()`` or a wrong assert would end the run. The
+    lines are blanked, not removed, so line numbers stay; a program that does not parse is
+    returned as it is (it fails to load in the sandbox)."""
     try:
-        exact = bool(out == expected)
-        if spec.dataset == "mbpp":
-            name = spec.entry_point
-            if name == "are_equivalent":
-                return True
-            if name == "sum_div":
-                exact = exact or out == 0
-            elif name == "surface_Area":
-                exact = exact or abs(out - _surface_area(*args)) <= spec.atol
-            elif name == "digit_distance_nums":
-                exact = exact or out == _digit_distance(*args)
-            elif name in MBPP_OUTPUT_SET_EQ_TASKS:
-                exact = set(out) == set(expected)
-            elif name in MBPP_OUTPUT_NOT_NONE_TASKS:
-                exact = out == expected if type(out) is bool else expected == (out is not None)
-        if spec.dataset == "humaneval" and spec.entry_point == "find_zero":
-            return bool(abs(_poly(*args, out)) <= spec.atol)
-        atol = spec.atol if spec.atol or not _is_floats(expected) else 1e-6
-        if exact or atol == 0:
-            return exact
-        if type(out) is not type(expected):
-            return False
-        if isinstance(expected, (list, tuple)) and len(out) != len(expected):
-            return False
-        return bool(np.allclose(out, expected, rtol=1e-07, atol=atol))
-    except Exception:  # noqa: BLE001 - an output the rule cannot even compare is wrong
-        return False
-
-
-def _decimal(token: str) -> Decimal | None:
-    try:
-        value = Decimal(token)
-    except (InvalidOperation, ValueError):
-        return None
-    return value if value.is_finite() else None
-
-
-def stdout_matches(got: str, expected: str) -> bool:
-    """The standard-output rule (see the module docstring)."""
-    a = [line.strip() for line in got.strip().splitlines()]
-    b = [line.strip() for line in expected.strip().splitlines()]
-    if len(a) != len(b):
-        return False
-    for x, y in zip(a, b):
-        if x == y:
-            continue
-        tx, ty = x.split(), y.split()
-        if len(tx) != len(ty):
-            return False
-        for p, q in zip(tx, ty):
-            if p != q and (_decimal(p) is None or _decimal(p) != _decimal(q)):
-                return False
-    return True
+        tree = ast.parse(program)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return program
+    lines = program.splitlines(keepends=True)
+    blank: list[tuple[int, int]] = []
+    kept: set[int] = set()
+    for i, node in enumerate(tree.body):
+        span = (node.lineno - 1, node.end_lineno or node.lineno)
+        docstring = i == 0 and isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)
+        if _is_main_guard(node) or isinstance(node, ast.Assert) or (isinstance(node, ast.Expr) and not docstring):
+            blank.append(span)
+        else:
+            kept.update(range(*span))
+    # a statement sharing a line with one that stays (``x = 1; print(x)``) stays too
+    blank = [(a, b) for a, b in blank if not kept.intersection(range(a, b))]
+    if not blank:
+        return program
+    for start, end in blank:
+        for j in range(start, min(end, len(lines))):
+            lines[j] = "\n"
+    return "".join(lines)
 
 
 # --- running -------------------------------------------------------------------------------------
@@ -364,6 +330,8 @@ def _judge_input(spec: TestSpec, i: int, record: dict | None) -> tuple[str | Non
         return (PASS, "") if stdout_matches(got, spec.expected[i]) else (FAIL, f"input {i}: wrong output")
     if "out" not in record:
         return FAIL, f"input {i}: a malformed result"
+    if record["out"] == spec.expected[i] and i not in spec.plain_equality_unsafe():
+        return PASS, ""  # equal encodings: equal types and values, so == holds (no NaN inside)
     try:
         out = decode_value(record["out"])
     except (ValueError, TypeError, RecursionError, OverflowError):
@@ -374,7 +342,9 @@ def _judge_input(spec: TestSpec, i: int, record: dict | None) -> tuple[str | Non
 
 
 def _tail(result: SandboxResult) -> str:
-    return result.stderr.decode("utf-8", errors="replace").strip().splitlines()[-1:][0][:300] if result.stderr.strip() else ""
+    """The last line of the run's standard error (the harness's or bwrap's complaint), if any."""
+    lines = result.stderr.decode("utf-8", errors="replace").strip().splitlines()
+    return lines[-1][:300] if lines else ""
 
 
 @lru_cache(maxsize=1)
@@ -482,8 +452,7 @@ class CodeVerifier(Verifier):
 
     def grade(self, spec: TestSpec, program: str) -> CodeOutcome:
         """Run ``program`` on every input of ``spec`` and judge it."""
-        expected_bytes = sum(len(json.dumps(e)) for e in spec.expected)
-        limits, per_input = self.limits_for(spec, 2 * expected_bytes + 256 * len(spec.inputs) + 65536)
+        limits, per_input = self.limits_for(spec, 2 * spec.expected_bytes() + 256 * len(spec.inputs) + 65536)
         job: dict[str, Any] = {"mode": spec.kind, "program": assemble(spec, program),
                                "entry_point": spec.entry_point, "input_timeouts": per_input,
                                "output_cap": limits.output_bytes,

@@ -26,10 +26,10 @@ program returned or printed, as plain data. The program runs in the same interpr
 write fake frames, kill the harness or exit early; the host (:mod:`rlbound.verify.code`) treats a
 missing, repeated or malformed frame as a failure, so none of that can make a pass.
 
-Function mode: the program is compiled once with its ``if __name__ == "__main__":`` blocks, top-level
-``assert`` statements and bare top-level expressions removed (example usage that models append;
-``input()`` there would end the run), then each input is passed as fresh objects to
-``entry_point(*args)`` under a per-input ``SIGALRM`` deadline, with ``print`` output discarded.
+Function mode: the program (its example usage already removed by the host:
+:func:`rlbound.verify.code.without_examples`) is run once, then each input is passed as fresh
+objects to ``entry_point(*args)`` under a per-input ``SIGALRM`` deadline, with ``print`` output
+discarded.
 Stdio mode: for each test, file descriptors 0 and 1 are pointed at that test's input and a fresh
 output file, and the program runs as ``__main__`` (``input()``, ``sys.stdin.read()`` and
 ``open(0)`` all work); ``SystemExit`` with code 0 or None ends a test normally.
@@ -43,7 +43,6 @@ data, so it cannot reach the comparison at all.
 
 from __future__ import annotations
 
-import ast
 import collections
 import io
 import json
@@ -53,7 +52,7 @@ import signal
 import sys
 import time
 
-HARNESS_VERSION = 4
+HARNESS_VERSION = 6
 FRAME_MARK = "\x1eRLB"
 MAX_DEPTH = 64
 MAX_NODES = 2_000_000
@@ -94,6 +93,12 @@ def encode_value(value, _depth=0, _budget=None):
     if kind is bytes:
         return {"t": "bytes", "v": value.hex()}
     if kind is list:
+        flat = _flat_list(value)
+        if flat is not None:
+            budget[0] -= len(flat)
+            if budget[0] < 0:
+                raise NotPlainData("the value is too large")
+            return flat
         return [encode_value(v, _depth + 1, budget) for v in value]
     if kind is tuple:
         return {"t": "tuple", "v": [encode_value(v, _depth + 1, budget) for v in value]}
@@ -104,6 +109,21 @@ def encode_value(value, _depth=0, _budget=None):
         return {"t": "dict", "v": [[encode_value(k, _depth + 1, budget), encode_value(v, _depth + 1, budget)]
                                    for k, v in _dict_items(value)]}
     raise NotPlainData(f"a value of type {kind.__module__}.{kind.__qualname__} is not plain data")
+
+
+_BIG = 1 << (_BIG_INT_DIGITS * 3)
+
+
+def _flat_list(value: list) -> list | None:
+    """A list of only small ints, only finite floats, or only str/bool/None, as is (one pass,
+    where the element-by-element path is the slow part of large outputs); else None."""
+    if all(type(v) is int for v in value):
+        return list(value) if not value or (max(value) < _BIG and min(value) > -_BIG) else None
+    if all(type(v) is float for v in value):
+        return list(value) if all(math.isfinite(v) for v in value) else None
+    if all(v is None or type(v) is str or type(v) is bool for v in value):
+        return list(value)
+    return None
 
 
 _FLOATS = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
@@ -163,25 +183,6 @@ def _on_alarm(signum, frame):
     raise _Deadline()
 
 
-def _is_main_guard(node) -> bool:
-    test = getattr(node, "test", None)
-    return (isinstance(node, ast.If) and isinstance(test, ast.Compare)
-            and isinstance(test.left, ast.Name) and test.left.id == "__name__")
-
-
-def _without_examples(source: str):
-    """The program's module, minus main-guard blocks, top-level asserts and bare expressions."""
-    tree = ast.parse(source)
-    body = []
-    for i, node in enumerate(tree.body):
-        docstring = i == 0 and isinstance(node, ast.Expr) and isinstance(getattr(node, "value", None), ast.Constant)
-        if _is_main_guard(node) or isinstance(node, ast.Assert) or (isinstance(node, ast.Expr) and not docstring):
-            continue
-        body.append(node)
-    tree.body = body
-    return compile(tree, "<program>", "exec")
-
-
 def _describe(exc: BaseException) -> str:
     try:
         text = str(exc)
@@ -214,7 +215,7 @@ class _Discard(io.TextIOBase):
 def _run_function(job: dict, frames: _Frames) -> None:
     sys.stdout = sys.stderr = _Discard()
     try:
-        code = _without_examples(job["program"])
+        code = compile(job["program"], "<program>", "exec")
         namespace = {"__name__": "__rlbound_program__", "__builtins__": __builtins__}
         signal.setitimer(signal.ITIMER_REAL, max(job["input_timeouts"] or [1.0]) + 1.0)
         exec(code, namespace)
