@@ -89,11 +89,49 @@ def test_codec_round_trips_plain_data_and_refuses_the_rest():
     for bad in (Sneaky(1), object(), [Sneaky(2)], {"k": type}):
         with pytest.raises(ValueError):
             encode_value(bad)
+    class Lying(dict):  # a dict subclass is read as the dict it holds, never through its methods
+        def items(self):
+            return [("forged", 1)]
+
+        def __iter__(self):
+            return iter(["forged"])
+
+        def __eq__(self, other):
+            return True
+
+    assert decode_value(encode_value(Lying({1: 2}))) == {1: 2}
+    from collections import Counter
+
+    assert decode_value(encode_value(Counter("aab"))) == {"a": 2, "b": 1}
     nested = []
     for _ in range(200):
         nested = [nested]
     with pytest.raises(ValueError):
         encode_value(nested)
+
+
+def test_the_harness_json_writer_agrees_with_json():
+    import random
+
+    from rlbound.verify.code_harness import to_json
+
+    rng = random.Random(0)
+
+    def value(depth=0):
+        r = rng.random()
+        if depth > 3 or r < 0.4:
+            return rng.choice([rng.randint(-10**30, 10**30), rng.random() * 10 ** rng.randint(-300, 300),
+                               "".join(chr(rng.randint(0, 0x10FFFF)) for _ in range(rng.randint(0, 6))),
+                               True, False, None, -0.0, 2**5000])
+        if r < 0.7:
+            return [value(depth + 1) for _ in range(rng.randint(0, 4))]
+        return {str(rng.randint(0, 99)): value(depth + 1) for _ in range(rng.randint(0, 3))}
+
+    for _ in range(2000):
+        encoded = encode_value(value())
+        assert json.loads(to_json(encoded)) == encoded
+    tricky = '"\\\n\x00\x7f\ud800'
+    assert json.loads(to_json(tricky)) == tricky and "\n" not in to_json(tricky)
 
 
 def test_evalplus_comparison_rules():

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import ast
 import json
+import marshal
 import os
 import secrets
 import subprocess
@@ -355,7 +356,7 @@ def harness_source() -> str:
 def run_harness(job: dict, limits: SandboxLimits, sandbox: bool = True) -> tuple[SandboxResult, str]:
     """Run the harness on ``job`` (a nonce is added); (the run's result, the nonce)."""
     nonce = secrets.token_hex(8)
-    payload = json.dumps({**job, "nonce": nonce}).encode()
+    payload = marshal.dumps({**job, "nonce": nonce})
     if sandbox:
         return run_sandboxed(harness_source(), stdin=payload, limits=limits), nonce
     return run_unsandboxed(harness_source(), payload, limits), nonce

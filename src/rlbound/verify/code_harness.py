@@ -5,7 +5,8 @@ This file is run as a script (``python3 -E -s main.py``) inside :mod:`rlbound.ve
 imports only the standard library, so the host can send its source as is. The host imports it too,
 for :func:`encode_value` / :func:`decode_value` and :data:`HARNESS_VERSION`: one codec, two sides.
 
-The job arrives as one JSON object on standard input::
+The job arrives as one marshalled dict on standard input (``marshal``: the host writes it and the
+sandbox reads it before the program runs; nothing marshalled ever travels back)::
 
     {"mode": "function" | "stdio", "program": str, "entry_point": str,
      "inputs": [encoded argument lists] | "stdin": [str], "input_timeouts": [seconds],
@@ -38,29 +39,32 @@ The value codec (plain data only): ``None``, ``bool``, ``int``, ``float`` (nan a
 included), ``str``, ``list`` as themselves in JSON; ``tuple``, ``set``, ``frozenset``, ``dict``,
 ``complex``, ``bytes``, huge ``int`` as ``{"t": kind, "v": ...}``. Types are checked exactly
 (``type(x) is int``): a subclass, such as an object whose ``__eq__`` is always true, is not plain
-data, so it cannot reach the comparison at all.
+data, so it cannot reach the comparison at all. The one exception is a dict subclass, read as the
+plain dict it holds through ``dict.items`` itself.
 """
 
 from __future__ import annotations
 
-import collections
 import io
-import json
+import marshal
 import math
 import os
-import signal
 import sys
 import time
 
-HARNESS_VERSION = 6
+try:  # the C module: ``signal`` imports ``enum``, a tenth of a check's start-up
+    import _signal as signal
+except ImportError:  # pragma: no cover - other interpreters
+    import signal
+
+HARNESS_VERSION = 8
 FRAME_MARK = "\x1eRLB"
 MAX_DEPTH = 64
 MAX_NODES = 2_000_000
 _BIG_INT_DIGITS = 4000
-# Standard-library dict subclasses read as dicts (evalplus compares a Counter with ==). Captured
-# before the program runs, and read through dict's own methods, so a program that patches them
-# changes nothing.
-_DICT_LIKE = (collections.Counter, collections.OrderedDict, collections.defaultdict)
+# A dict subclass (Counter, OrderedDict, defaultdict: evalplus compares a Counter with ==) is read
+# as the dict it holds, through dict's own C method captured here, so no method the program
+# defined (``__eq__``, ``items``, ``__iter__``) is ever called.
 _dict_items = dict.items
 
 
@@ -105,7 +109,7 @@ def encode_value(value, _depth=0, _budget=None):
     if kind is set or kind is frozenset:
         items = [encode_value(v, _depth + 1, budget) for v in value]
         return {"t": kind.__name__, "v": items}
-    if kind is dict or kind in _DICT_LIKE:
+    if kind is dict or issubclass(kind, dict):
         return {"t": "dict", "v": [[encode_value(k, _depth + 1, budget), encode_value(v, _depth + 1, budget)]
                                    for k, v in _dict_items(value)]}
     raise NotPlainData(f"a value of type {kind.__module__}.{kind.__qualname__} is not plain data")
@@ -172,6 +176,35 @@ def _as_list(v):
     return v
 
 
+_ESCAPES = {i: f"\\u{i:04x}" for i in range(32)}
+_ESCAPES.update({ord('"'): '\\"', ord("\\"): "\\\\", 0x7F: "\\u007f"})
+_ESCAPES.update({i: f"\\u{i:04x}" for i in range(0xD800, 0xE000)})  # lone surrogates
+
+
+def to_json(value) -> str:
+    """JSON text of an encoded value or a frame record (what :func:`encode_value` makes: None,
+    bool, int, finite float, str, list, dict with str keys), without importing :mod:`json`
+    (its import is a fifth of a check's start-up). The host reads it with ``json.loads``."""
+    kind = type(value)
+    if kind is str:
+        return '"' + value.translate(_ESCAPES) + '"'
+    if value is None:
+        return "null"
+    if kind is bool:
+        return "true" if value else "false"
+    if kind is int:
+        return str(value)
+    if kind is float:
+        if not math.isfinite(value):
+            raise NotPlainData("a non-finite float outside the codec")
+        return repr(value)
+    if kind is list:
+        return "[" + ",".join(map(to_json, value)) + "]"
+    if kind is dict:
+        return "{" + ",".join(to_json(str(k)) + ":" + to_json(v) for k, v in value.items()) + "}"
+    raise NotPlainData(f"{kind.__name__} is not JSON")
+
+
 # --- inside the sandbox --------------------------------------------------------------------------
 
 
@@ -196,7 +229,7 @@ class _Frames:
         self.fd, self.prefix = fd, f"{FRAME_MARK}{nonce} "
 
     def send(self, record: dict) -> None:
-        data = (self.prefix + json.dumps(record, allow_nan=False, separators=(",", ":")) + "\n").encode()
+        data = (self.prefix + to_json(record) + "\n").encode("utf-8")
         view = memoryview(data)
         while view:
             view = view[os.write(self.fd, view):]
@@ -302,7 +335,7 @@ def _run_stdio(job: dict, frames: _Frames) -> None:
 
 
 def main() -> None:
-    job = json.loads(sys.stdin.buffer.read().decode("utf-8"))
+    job = marshal.loads(sys.stdin.buffer.read())  # written by the host, before the program runs
     sys.set_int_max_str_digits(0)
     sys.setrecursionlimit(max(sys.getrecursionlimit(), 10_000))
     frames = _Frames(os.dup(1), job["nonce"])
