@@ -36,9 +36,10 @@ How each launch is contained (see ``../shared/SANDBOX.md`` for the pitfalls numb
 - The launcher enforces the wall-clock deadline itself (pitfall 9), reads stdout/stderr without
   blocking, caps them, stops reading when the main process exits (pitfall 8), then kills the
   whole cgroup and process group.
-- The launcher's process becomes a child subreaper and reaps only the pids of its own sandboxes
-  that were reparented to it, and stray ``bwrap`` zombies no launch in flight waits for, never
-  ``waitpid(-1)`` (pitfalls 2, 3).
+- The launcher's process is a child subreaper while a launch is in flight (the last one in
+  flight clears the flag) and reaps only the pids of its own sandboxes that were reparented to
+  it, and stray ``bwrap`` zombies no launch in flight waits for, never ``waitpid(-1)``
+  (pitfalls 2, 3).
 
 What this module does NOT cover, honestly:
 
@@ -56,12 +57,11 @@ What this module does NOT cover, honestly:
   children (the root, or a delegated subtree); it is tested on v1 here, not on v2.
 - ``--die-with-parent`` follows the launching *thread*: a run started from a thread that exits
   dies with it.
-- Setting the child-subreaper flag is process-wide: orphans of any other child of this process
-  are reparented here too (they are not reaped by this module, except zombies named ``bwrap``).
-- One fresh bwrap per run: about 30 ms over a bare ``python3 -c pass`` on the project's 2-core
-  machines (bwrap's namespaces ~10-20 ms; moving the gate into its cgroups ~8-15 ms, an RCU
-  grace period the kernel takes on a cgroup move, which v2's ``CLONE_INTO_CGROUP`` or the
-  ``favordynmods`` mount option would avoid); no long-lived forking sandbox.
+- The child-subreaper flag is process-wide: while a launch is in flight, orphans of any other
+  child of this process are reparented here too, and stay as zombies (they are not reaped by
+  this module, except zombies named ``bwrap``). Outside launches the flag is off.
+- One fresh bwrap per run: about 10 ms over a bare ``python3 -c pass`` on the project's 2-core
+  machines (bench/bench_code.py); no long-lived forking sandbox.
 """
 
 from __future__ import annotations
@@ -402,16 +402,28 @@ def _rmdir(d: Path) -> None:
 # ---------------------------------------------------------------- reaping
 
 _subreaper_lock = threading.Lock()
-_subreaper_set = False
+_subreaper_users = 0
+_PR_SET_CHILD_SUBREAPER = 36
 
 
-def _become_subreaper() -> None:
-    global _subreaper_set
+def _enter_subreaper() -> None:
+    """Make this process a child subreaper while at least one launch is in flight."""
+    global _subreaper_users
     with _subreaper_lock:
-        if not _subreaper_set:
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
-            _subreaper_set = True
+        if _subreaper_users == 0:
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+        _subreaper_users += 1
+
+
+def _leave_subreaper() -> None:
+    """The last launch in flight clears the flag again, so orphans of the caller's other
+    children (CLI subprocesses' workers, say) go to init as usual instead of staying here as
+    zombies nobody waits for."""
+    global _subreaper_users
+    with _subreaper_lock:
+        _subreaper_users -= 1
+        if _subreaper_users == 0:
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
 
 
 def _ppid(pid: int) -> int | None:
@@ -542,11 +554,19 @@ def run_sandboxed(program: str | None = None, *, argv: Sequence[str] | None = No
         argv = [PYTHON, "-E", "-s", "main.py", *args]
     bwrap = find_bwrap()
     _check_user_namespaces()
-    _become_subreaper()
     notes: list[str] = []
     bpf = _seccomp_program()
     if bpf is None and _seccomp_note:
         notes.append(_seccomp_note)
+    _enter_subreaper()
+    try:
+        return _launch(bwrap, argv, stdin, blobs, limits, bpf, notes)
+    finally:
+        _leave_subreaper()
+
+
+def _launch(bwrap: str, argv: Sequence[str], stdin: bytes, blobs: dict[str, bytes], limits: SandboxLimits,
+            bpf: bytes | None, notes: list[str]) -> SandboxResult:
     cgroup, note = _Cgroup.create(limits)
     if note:
         notes.append(note)
