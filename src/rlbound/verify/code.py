@@ -104,14 +104,15 @@ class TestSpec:
 
             if has_special_oracle(self.dataset, self.entry_point):
                 self.cache["unsafe"] = range(len(self.expected))
+            elif not self.cache.get("may_hold_nan", True):
+                self.cache["unsafe"] = set()
             else:
                 self.cache["unsafe"] = {i for i, e in enumerate(self.expected) if _holds_nan(e)}
         return self.cache["unsafe"]
 
     def expected_bytes(self) -> int:
-        if "bytes" not in self.cache:
-            self.cache["bytes"] = sum(len(json.dumps(e)) for e in self.expected)
-        return self.cache["bytes"]
+        """An upper bound of the expected outputs' encoded size (the reference's length)."""
+        return self.cache["reference_bytes"]
 
     def expected_value(self, i: int) -> Any:
         key = ("exp", i)
@@ -142,11 +143,14 @@ def parse_spec(reference: str) -> TestSpec:
         raise RlboundError(f"malformed code test spec (kind {kind!r}, {len(inputs)} inputs, {len(expected)} outputs)")
     prompt = data.get("prompt") or ""
     entry = data.get("entry_point") or ""
-    return TestSpec(kind=kind, inputs=inputs, expected=expected, base=data.get("base"), entry_point=entry,
+    spec = TestSpec(kind=kind, inputs=inputs, expected=expected, base=data.get("base"), entry_point=entry,
                     prompt=prompt, atol=float(data.get("atol") or 0.0),
                     times=tuple(data["times"]) if data.get("times") else None,
                     dataset=data.get("dataset") or "generic", context=_context(prompt, entry),
                     time_limit_s=float(data["time_limit_s"]) if data.get("time_limit_s") else None)
+    # the codec writes a NaN as the string "nan": a reference without one holds no NaN
+    spec.cache.update(reference_bytes=len(reference), may_hold_nan='"nan"' in reference)
+    return spec
 
 
 def _context(prompt: str, entry_point: str) -> str:
