@@ -129,7 +129,7 @@ def canonical_outputs(dataset: str, entry_point: str, program: str, inputs: list
                       sandbox: bool = True) -> dict:
     """``{"expected", "times", "errors"}`` of the canonical ``program`` on ``inputs`` (encoded
     argument lists), from the cache or by running it once."""
-    from rlbound.verify.code import _frames, not_none_outputs, run_harness
+    from rlbound.verify.code import not_none_outputs, read_frames, run_harness
     from rlbound.verify.sandbox import SandboxLimits
 
     file = cache_dir() / "code-expected" / f"{_expected_key(dataset, entry_point, program, inputs)}.json"
@@ -142,7 +142,7 @@ def canonical_outputs(dataset: str, entry_point: str, program: str, inputs: list
     job = {"mode": "function", "program": program, "entry_point": entry_point, "inputs": inputs,
            "input_timeouts": [60.0] * len(inputs), "not_none": not_none_outputs(dataset, entry_point)}
     result, nonce = run_harness(job, limits, sandbox)
-    per_input, header, forged = _frames(result.stdout, nonce, result.truncated)
+    per_input, header, forged = read_frames(result.stdout, nonce, result.truncated)
     if forged or not header.get("loaded"):
         why = forged or header.get("load_error") or f"{result.status}: {result.stderr.decode(errors='replace')[-300:]}"
         raise RlboundError(f"the canonical solution of {entry_point} does not run: {why}")
@@ -358,9 +358,7 @@ def code_stdio(path: str, id_field: str = "id", prompt_field: str = "prompt", te
                output_field: str = "output", time_limit_s: float | None = None, limit: int | None = None,
                template: str = "code-instruct") -> Task:
     """Problems with standard-input/standard-output tests (see the module docstring)."""
-    file = Path(path)
-    if not file.is_file():
-        raise RlboundError(f"tasks file '{path}' not found")
+    file = _data_file(path, "", "code_stdio")
     problems, seen = [], {}
     for lineno, record in _read_records(file):
         where = f"tasks file '{path}' line {lineno}"

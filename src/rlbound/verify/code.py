@@ -258,7 +258,7 @@ class CodeOutcome:
 _HEADER_KEYS = {"loaded", "load_error", "done"}
 
 
-def _frames(stdout: bytes, nonce: str, truncated: bool = False) -> tuple[dict, dict, str | None]:
+def read_frames(stdout: bytes, nonce: str, truncated: bool = False) -> tuple[dict, dict, str | None]:
     """(per-input records, header records, why the frames are not trustworthy or None).
 
     Lines without the run's frame prefix are ignored; the last line of output cut at its cap
@@ -295,7 +295,7 @@ _RUN_FAILURES = ("timeout", "memory", "output_limit", "sandbox_error")
 
 def judge(spec: TestSpec, result: SandboxResult, nonce: str) -> CodeOutcome:
     """Decide the verdict of a finished run from its result frames (outside the sandbox)."""
-    per_input, header, forged = _frames(result.stdout, nonce, result.truncated)
+    per_input, header, forged = read_frames(result.stdout, nonce, result.truncated)
     early = result.status if result.status in _RUN_FAILURES else STATUS_ERROR
     status, failed, detail = PASS, None, ""
     if forged:
