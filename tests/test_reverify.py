@@ -35,7 +35,7 @@ def _task(tmp_path: Path, answers=ANSWERS, verifier: str = "exact"):
 def _sample(tmp_path: Path, n: int):
     task = _task(tmp_path)
     return sample_run(tmp_path / "run", task, SeedEchoEngine(), load_verifier(task.verifier),
-                      SamplingParams(max_tokens=8), n, template="raw", chunk_samples=7)
+                      SamplingParams(max_tokens=8), n, template="raw", shard_samples=7)
 
 
 def _make_stale(run: Path, rows: list[dict], drop=("rules",)) -> None:

@@ -58,7 +58,7 @@ def tiny_model(tmp_path_factory):
 @pytest.mark.slow
 def test_second_sampler_of_a_run_is_refused_and_the_first_completes(tmp_path, tiny_model):
     run = tmp_path / "run"
-    cmd = _sample_cmd(tiny_model, run, n=128, problems=8, max_tokens=16)  # 4 shards of 256 samples
+    cmd = _sample_cmd(tiny_model, run, n=128, problems=8, max_tokens=16) + ["--shard-samples", "256"]
     first = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
     try:
         deadline = time.time() + 120

@@ -41,7 +41,7 @@ def _run(tmp_path, n, engine=None, task=None, **kw):
     task = task or load_task("arithmetic", n=6, seed=0, difficulty=1)
     return sample_run(
         tmp_path / "run", task, engine or SeedEchoEngine(), load_verifier("exact"),
-        kw.pop("params", SamplingParams(max_tokens=8)), n, chunk_samples=kw.pop("chunk", 5), **kw,
+        kw.pop("params", SamplingParams(max_tokens=8)), n, shard_samples=kw.pop("chunk", 5), **kw,
     )
 
 

@@ -58,6 +58,20 @@ def _key_value_options(pairs: list[str], what: str = "task") -> dict:
     return options
 
 
+ENGINE_OPTION_HELP = ("KEY=VALUE for the engine (repeatable), e.g. -E dtype=bfloat16 "
+                      "-E tensor_parallel_size=2 for vllm; an unknown key is refused.")
+
+
+def _engine_options(pairs: list[str], batch_size: int | None, device: str | None) -> dict:
+    """-E KEY=VALUE pairs, with --batch-size and --device where given."""
+    options = _key_value_options(pairs, "engine")
+    if batch_size:
+        options["batch_size"] = batch_size
+    if device:
+        options["device"] = device
+    return options
+
+
 def _build_task(task: str, options: dict):
     from rlbound.tasks.base import load_task
 
@@ -100,8 +114,11 @@ def sample(
     task_option: List[str] = typer.Option([], "--task-option", "-O", help="KEY=VALUE for the task (repeatable), e.g. -O limit=50."),
     label: Optional[str] = typer.Option(None, help="Name of this run in reports (default: the directory name)."),
     batch_size: Optional[int] = typer.Option(None, help="Rows decoded together by the engine."),
-    device: str = typer.Option("cpu", help="Torch device for the tiny and hf engines."),
+    device: Optional[str] = typer.Option(None, help="Torch device for the tiny and hf engines (default cpu)."),
+    engine_option: List[str] = typer.Option([], "--engine-option", "-E", help=ENGINE_OPTION_HELP),
     verify_timeout: float = typer.Option(5.0, help="Hard limit in seconds per verification."),
+    shard_samples: int = typer.Option(1024, help="Write a shard every this many verified samples..."),
+    shard_seconds: float = typer.Option(30.0, help="...or every this many seconds, whichever comes first."),
     unsafe_no_sandbox: bool = typer.Option(False, "--unsafe-no-sandbox", help="Code tasks: run programs without the sandbox (trusted code only; recorded in run.json, warned about in every report)."),
 ) -> None:
     """Sample N completions per problem, verify them, and store them in a run directory.
@@ -115,6 +132,8 @@ def sample(
 
     if n < 1:
         raise RlboundError(f"--n must be >= 1, got {n}")
+    if shard_samples < 1 or not shard_seconds > 0:
+        raise RlboundError("--shard-samples must be >= 1 and --shard-seconds > 0")
     params = SamplingParams(
         temperature=temperature, top_p=top_p, top_k=top_k, max_tokens=max_tokens, stop=tuple(stop)
     )
@@ -124,13 +143,12 @@ def sample(
         typer.echo("warning: --unsafe-no-sandbox: programs run as plain processes; use it for trusted code only", err=True)
     the_task = _build_task(task, task_options)
     the_verifier = load_verifier(verifier or the_task.verifier, **verifier_options)
-    engine_options = {"device": device}
-    if batch_size:
-        engine_options["batch_size"] = batch_size
+    engine_options = _engine_options(engine_option, batch_size, device)
     the_engine = load_engine(engine, model, **engine_options)
     stats = sample_run(
         out, the_task, the_engine, the_verifier, params, n, seed=seed, template=template,
-        label=label, verify_timeout_s=verify_timeout,
+        label=label, verify_timeout_s=verify_timeout, shard_samples=shard_samples,
+        shard_seconds=shard_seconds,
     )
     typer.echo(
         f"{stats.path}: {stats.sampled} samples added, {stats.already_present} already present"
@@ -210,7 +228,8 @@ def score(
     engine: str = typer.Option("hf", "--engine", "-e", help="Engine of the scoring model: tiny, hf."),
     label: Optional[str] = typer.Option(None, help="Name of the score file (default: the scorer's model name)."),
     batch_size: Optional[int] = typer.Option(None, help="Rows scored together by the engine."),
-    device: str = typer.Option("cpu", help="Torch device for the tiny and hf engines."),
+    device: Optional[str] = typer.Option(None, help="Torch device for the tiny and hf engines (default cpu)."),
+    engine_option: List[str] = typer.Option([], "--engine-option", "-E", help=ENGINE_OPTION_HELP),
 ) -> None:
     """Perplexity of RUN's completions under another model: RUN/scores/<label>.parquet.
 
@@ -222,7 +241,7 @@ def score(
     from rlbound.store import read_meta
 
     read_meta(run)  # a missing run is reported before a model is loaded
-    options = {"device": device, **({"batch_size": batch_size} if batch_size else {})}
+    options = _engine_options(engine_option, batch_size, device)
     stats = score_run(run, load_engine(engine, scorer, **options), label=label)
     typer.echo(f"{stats.path}: {stats.scored} samples scored, {stats.already_present} already present")
 
@@ -375,7 +394,8 @@ def match_temperature_cmd(
     reference_model: Optional[str] = typer.Option(None, help="Model A: re-measure A's entropy as B's is measured."),
     reference_engine: Optional[str] = typer.Option(None, help="Engine of model A (default: --engine)."),
     batch_size: Optional[int] = typer.Option(None, help="Rows decoded together by the engine."),
-    device: str = typer.Option("cpu", help="Torch device for the tiny and hf engines."),
+    device: Optional[str] = typer.Option(None, help="Torch device for the tiny and hf engines (default cpu)."),
+    engine_option: List[str] = typer.Option([], "--engine-option", "-E", help=ENGINE_OPTION_HELP),
 ) -> None:
     """The temperature at which model B's token entropy matches run A's (re-sampling a subset)."""
     from rlbound.engines.base import load_engine
@@ -384,7 +404,7 @@ def match_temperature_cmd(
 
     temps = _floats(temperatures, "--temperatures")
     read_meta(reference)
-    options = {"device": device, **({"batch_size": batch_size} if batch_size else {})}
+    options = _engine_options(engine_option, batch_size, device)
     ref_engine = load_engine(reference_engine or engine, reference_model, **options) if reference_model else None
     result = run_temperature_match(load_engine(engine, model, **options), reference, temps, out,
                                    problems=problems, n=n, seed=seed, reference_engine=ref_engine)
@@ -448,7 +468,8 @@ def probe(
     verifier: Optional[str] = typer.Option(None, help="Verifier for answer accuracy (default: the task's)."),
     task_option: List[str] = typer.Option([], "--task-option", "-O", help="KEY=VALUE for the task (repeatable)."),
     batch_size: Optional[int] = typer.Option(None, help="Rows decoded together by the engine."),
-    device: str = typer.Option("cpu", help="Torch device for the tiny and hf engines."),
+    device: Optional[str] = typer.Option(None, help="Torch device for the tiny and hf engines (default cpu)."),
+    engine_option: List[str] = typer.Option([], "--engine-option", "-E", help=ENGINE_OPTION_HELP),
     verify_timeout: float = typer.Option(5.0, help="Hard limit in seconds per verification."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
@@ -464,7 +485,7 @@ def probe(
 
     the_task = _build_task(task, _key_value_options(task_option))
     the_verifier = load_verifier(verifier or the_task.verifier)
-    options = {"device": device, **({"batch_size": batch_size} if batch_size else {})}
+    options = _engine_options(engine_option, batch_size, device)
     result = run_probe(the_task, load_engine(engine, model, **options), the_verifier,
                        percents=tuple(percent) or DEFAULT_PERCENTS, max_tokens=max_tokens, template=template,
                        verify_timeout_s=verify_timeout)

@@ -6,6 +6,11 @@ OpenAI-compatible servers) implements :class:`Engine`:
 * ``generate(prompts, params, seeds)`` samples ``len(seeds[i])`` completions for prompt ``i``.
   Each completion has its own integer seed, and the same (prompt, seed, params, weights) gives the
   same completion whatever else is in the batch, so a resumed or extended run reproduces.
+* ``stream(requests, params)`` takes an iterable of :class:`SampleRequest` (prompt, seed, and a
+  key of the caller's) and yields ``(request, sample)`` pairs as completions finish, in any order.
+  It pulls requests lazily, so a caller can hand it the whole remaining workload: an engine with
+  continuous batching (vLLM, a server) keeps as many requests in flight as it can batch, and the
+  default (:meth:`Engine.stream`) feeds ``generate`` windows of ``stream_window()`` requests.
 * ``score(prompts, completions)`` returns the per-token log-probabilities of each completion
   given its prompt (for perplexity), with full-vocabulary entropies where the engine can.
 
@@ -19,7 +24,7 @@ import hashlib
 import math
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Hashable, Iterable, Iterator, Sequence
 
 from rlbound.errors import RlboundError
 from rlbound.registry import Registry
@@ -101,6 +106,16 @@ class TokenScores:
     token_entropies: list[float] | None = None
 
 
+@dataclass(frozen=True)
+class SampleRequest:
+    """One sample to draw: ``prompt`` sampled with ``seed``; ``key`` is the caller's own handle
+    (the sampler uses ``(problem_id, sample_idx)``) and comes back with the sample."""
+
+    key: Hashable
+    prompt: str
+    seed: int
+
+
 @dataclass
 class EngineInfo:
     """What ``run.json`` records about an engine: its name, model and identifying details."""
@@ -121,6 +136,46 @@ class Engine(ABC):
     ) -> list[list[Sample]]:
         """Sample ``len(seeds[i])`` completions of ``prompts[i]``, one per seed, in seed order."""
 
+    def stream_window(self) -> int:
+        """Requests the default :meth:`stream` hands ``generate`` at once (4 batches)."""
+        return 4 * max(1, int(getattr(self, "batch_size", 64)))
+
+    def stream(
+        self, requests: Iterable[SampleRequest], params: SamplingParams
+    ) -> Iterator[tuple[SampleRequest, Sample]]:
+        """Yield ``(request, sample)`` for every request, as completions finish.
+
+        The default takes ``stream_window()`` requests at a time from ``requests`` and samples them
+        with :meth:`generate_requests`; engines that batch continuously override it.
+        """
+        window: list[SampleRequest] = []
+        for request in requests:
+            window.append(request)
+            if len(window) >= self.stream_window():
+                yield from zip(window, self.generate_requests(window, params))
+                window = []
+        if window:
+            yield from zip(window, self.generate_requests(window, params))
+
+    def generate_requests(
+        self, requests: Sequence[SampleRequest], params: SamplingParams
+    ) -> list[Sample]:
+        """One sample per request, in request order, through :meth:`generate` (requests of the
+        same prompt are grouped, so an engine that prefills a prompt once per batch does so)."""
+        groups: dict[str, list[int]] = {}
+        for i, request in enumerate(requests):
+            groups.setdefault(request.prompt, []).append(i)
+        prompts = list(groups)
+        outputs = self.generate(prompts, params, [[requests[i].seed for i in groups[p]] for p in prompts])
+        samples: list[Sample | None] = [None] * len(requests)
+        for prompt, produced in zip(prompts, outputs):
+            for i, sample in zip(groups[prompt], produced):
+                samples[i] = sample
+        return samples  # type: ignore[return-value]
+
+    def close(self) -> None:
+        """Release what the engine holds (processes, connections); the default holds nothing."""
+
     @abstractmethod
     def score(self, prompts: Sequence[str], completions: Sequence[str]) -> list[TokenScores]:
         """Per-token log-probabilities of ``completions[i]`` following ``prompts[i]``."""
@@ -139,7 +194,9 @@ class Engine(ABC):
 
 EngineFactory = Callable[..., Engine]
 ENGINES: Registry[EngineFactory] = Registry(
-    "engine", lazy={"tiny": "rlbound.engines.tiny", "hf": "rlbound.engines.hf"}
+    "engine",
+    lazy={"tiny": "rlbound.engines.tiny", "hf": "rlbound.engines.hf", "vllm": "rlbound.engines.vllm",
+          "openai": "rlbound.engines.openai"},
 )
 register_engine = ENGINES.register
 
@@ -147,6 +204,15 @@ register_engine = ENGINES.register
 def load_engine(name: str, model: str, **options: Any) -> Engine:
     """Build the engine registered as ``name`` for ``model`` (a path or name)."""
     return ENGINES.get(name)(model, **options)
+
+
+def check_engine_options(engine: str, options: Iterable[str], accepted: Iterable[str]) -> None:
+    """Refuse an option ``engine`` does not accept, naming the ones it does (one line)."""
+    accepted = sorted(set(accepted))
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise RlboundError(f"engine {engine!r} has no option {unknown[0]!r} (it accepts: "
+                           f"{', '.join(accepted)}); pass engine options as -E KEY=VALUE")
 
 
 def sample_seed(run_seed: int, problem_id: str, sample_idx: int) -> int:

@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from rlbound.engines.base import check_engine_options
 from rlbound.errors import RlboundError
 
 _DTYPES = {
@@ -82,10 +83,7 @@ def load_model_and_tokenizer(
     float32 on CPU; ``"float32"``, ``"bfloat16"``, ``"float16"`` force one. Further options:
     ``gguf_file`` (a .gguf inside a hub repo), ``revision``, ``attn_implementation``.
     """
-    unknown = sorted(set(kw) - set(_OPTIONS))
-    if unknown:
-        raise RlboundError(f"engine 'hf' has no option {unknown[0]!r} (known: batch_size, device, "
-                           f"dtype, trust_remote_code, {', '.join(_OPTIONS)})")
+    check_engine_options("hf", kw, ("batch_size", "device", "dtype", "trust_remote_code", *_OPTIONS))
     if dtype != "auto" and dtype not in _DTYPES:
         raise RlboundError(f"dtype {dtype!r} is not one of auto, float32, bfloat16, float16")
     location, gguf_file, local = _resolve(str(model), kw.pop("gguf_file", None))

@@ -47,6 +47,7 @@ from rlbound.engines.base import (
     Sample,
     SamplingParams,
     TokenScores,
+    check_engine_options,
     register_engine,
 )
 from rlbound.engines.sampling import logprobs_and_entropies, sample_next
@@ -81,8 +82,7 @@ class TinyEngine(Engine):
     name = "tiny"
 
     def __init__(self, model_dir: str, batch_size: int = 256, device: str = "cpu", **kw):
-        if kw:
-            raise RlboundError(f"tiny engine: unknown option(s) {', '.join(sorted(kw))}")
+        check_engine_options("tiny", kw, ("batch_size", "device"))
         if batch_size < 1:
             raise RlboundError(f"tiny engine: batch_size must be >= 1, got {batch_size}")
         model, tokenizer = load_model(model_dir, device=device)
