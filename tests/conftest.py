@@ -40,3 +40,17 @@ def quiet():
     set_quiet(True)
     yield
     set_quiet(False)
+
+
+@pytest.fixture(scope="session")
+def exported_arithmetic_model(tmp_path_factory) -> dict[str, Path]:
+    """A tiny model trained briefly on arithmetic (it solves some problems at difficulty 1), as its
+    tiny directory ("tiny") and exported as a Hugging Face Llama directory ("hf"), made once per
+    test session for the engines that load Hugging Face models (hf, vllm, a server)."""
+    from rlbound.engines.tiny.export import export_hf
+    from rlbound.engines.tiny.train import fit_arithmetic_model
+
+    root = tmp_path_factory.mktemp("arithmetic-model")
+    trained = fit_arithmetic_model(root / "tiny", difficulty=1, n_train=2000, steps=120, eval_n=0)
+    export_hf(trained.model_dir, root / "hf")
+    return {"tiny": Path(trained.model_dir), "hf": root / "hf"}
