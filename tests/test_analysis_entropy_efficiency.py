@@ -67,6 +67,14 @@ def test_token_entropy_per_problem_then_over_problems():
     assert d["mean"] == 3.0 and d["available"] is True
 
 
+def test_token_entropy_says_when_the_engine_saw_only_the_top_k():
+    r = run("t", [[0, 0]], ents=[[1.0, 2.0]])
+    assert token_entropy(r, n_boot=50).method == "full vocabulary"
+    r.meta = {"engine_details": {"token_entropy": {"method": "top-k", "k": 20}}}
+    res = token_entropy(r, n_boot=50)
+    assert res.method == "top-20" and res.to_dict()["method"] == "top-20"
+
+
 def test_token_entropy_unavailable_is_reported_not_raised():
     r = run("none", [[0, 1], [1]])
     res = token_entropy(r)

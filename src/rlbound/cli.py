@@ -72,6 +72,25 @@ def _engine_options(pairs: list[str], batch_size: int | None, device: str | None
     return options
 
 
+def _open_engine(engine: str, model: str, options: dict, replicas: int, gpus_per_replica: float,
+                 cpus_per_replica: float, ray_address: str | None):
+    """The engine, or ``replicas`` copies of it as Ray actors (rlbound.distributed)."""
+    if replicas:
+        from rlbound.distributed import ReplicaEngine
+
+        return ReplicaEngine(engine, model, options, replicas=replicas, gpus_per_replica=gpus_per_replica,
+                             cpus_per_replica=cpus_per_replica, ray_address=ray_address)
+    if ray_address or gpus_per_replica:
+        raise RlboundError("--ray-address and --gpus-per-replica need --replicas N")
+    from rlbound.engines.base import load_engine
+
+    return load_engine(engine, model, **options)
+
+
+REPLICAS_HELP = "Run N copies of the engine as Ray actors (0: in this process)."
+RAY_ADDRESS_HELP = "Ray cluster to use with --replicas (e.g. auto, ray://host:10001; default: start one here)."
+
+
 def _build_task(task: str, options: dict):
     from rlbound.tasks.base import load_task
 
@@ -100,7 +119,7 @@ def sample(
     task: str = typer.Option(..., "--task", "-t", help="Task name (`rlbound list`) or a JSONL/JSON/Parquet file."),
     model: str = typer.Option(..., "--model", "-m", help="Model directory, .gguf file or hub name."),
     out: Path = typer.Option(..., "--out", "-o", help="Run directory (created, or resumed if it exists)."),
-    engine: str = typer.Option("hf", "--engine", "-e", help="Engine: tiny, hf."),
+    engine: str = typer.Option("hf", "--engine", "-e", help="Engine: tiny, hf, vllm, openai."),
     n: int = typer.Option(16, "--n", "-n", help="Samples per problem."),
     temperature: float = typer.Option(1.0, help="Sampling temperature (0 = greedy)."),
     top_p: float = typer.Option(1.0, help="Nucleus sampling mass (1 = off)."),
@@ -117,6 +136,10 @@ def sample(
     device: Optional[str] = typer.Option(None, help="Torch device for the tiny and hf engines (default cpu)."),
     engine_option: List[str] = typer.Option([], "--engine-option", "-E", help=ENGINE_OPTION_HELP),
     verify_timeout: float = typer.Option(5.0, help="Hard limit in seconds per verification."),
+    replicas: int = typer.Option(0, "--replicas", help=REPLICAS_HELP),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help=RAY_ADDRESS_HELP),
+    gpus_per_replica: float = typer.Option(0, "--gpus-per-replica", help="GPUs of each replica (vllm: its tensor-parallel size)."),
+    cpus_per_replica: float = typer.Option(1, "--cpus-per-replica", help="CPUs Ray reserves for each replica."),
     shard_samples: int = typer.Option(1024, help="Write a shard every this many verified samples..."),
     shard_seconds: float = typer.Option(30.0, help="...or every this many seconds, whichever comes first."),
     unsafe_no_sandbox: bool = typer.Option(False, "--unsafe-no-sandbox", help="Code tasks: run programs without the sandbox (trusted code only; recorded in run.json, warned about in every report)."),
@@ -126,7 +149,7 @@ def sample(
     Rerunning the same command after an interruption fills only the missing samples; a larger
     -n tops the run up.
     """
-    from rlbound.engines.base import SamplingParams, load_engine
+    from rlbound.engines.base import SamplingParams
     from rlbound.sampler import sample_run
     from rlbound.verify.base import load_verifier
 
@@ -144,12 +167,16 @@ def sample(
     the_task = _build_task(task, task_options)
     the_verifier = load_verifier(verifier or the_task.verifier, **verifier_options)
     engine_options = _engine_options(engine_option, batch_size, device)
-    the_engine = load_engine(engine, model, **engine_options)
-    stats = sample_run(
-        out, the_task, the_engine, the_verifier, params, n, seed=seed, template=template,
-        label=label, verify_timeout_s=verify_timeout, shard_samples=shard_samples,
-        shard_seconds=shard_seconds,
-    )
+    the_engine = _open_engine(engine, model, engine_options, replicas, gpus_per_replica, cpus_per_replica,
+                              ray_address)
+    try:
+        stats = sample_run(
+            out, the_task, the_engine, the_verifier, params, n, seed=seed, template=template,
+            label=label, verify_timeout_s=verify_timeout, shard_samples=shard_samples,
+            shard_seconds=shard_seconds,
+        )
+    finally:
+        the_engine.close()
     typer.echo(
         f"{stats.path}: {stats.sampled} samples added, {stats.already_present} already present"
         + (f", {stats.timeouts} verifier timeouts" if stats.timeouts else "")
@@ -225,24 +252,31 @@ def report(
 def score(
     run: Path = typer.Argument(..., help="Run directory whose samples to score."),
     scorer: str = typer.Option(..., "--scorer", "-s", help="Scoring model (directory, .gguf file or hub name)."),
-    engine: str = typer.Option("hf", "--engine", "-e", help="Engine of the scoring model: tiny, hf."),
+    engine: str = typer.Option("hf", "--engine", "-e", help="Engine of the scoring model: tiny, hf, vllm, openai."),
     label: Optional[str] = typer.Option(None, help="Name of the score file (default: the scorer's model name)."),
     batch_size: Optional[int] = typer.Option(None, help="Rows scored together by the engine."),
     device: Optional[str] = typer.Option(None, help="Torch device for the tiny and hf engines (default cpu)."),
     engine_option: List[str] = typer.Option([], "--engine-option", "-E", help=ENGINE_OPTION_HELP),
+    replicas: int = typer.Option(0, "--replicas", help=REPLICAS_HELP),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help=RAY_ADDRESS_HELP),
+    gpus_per_replica: float = typer.Option(0, "--gpus-per-replica", help="GPUs of each replica (vllm: its tensor-parallel size)."),
+    cpus_per_replica: float = typer.Option(1, "--cpus-per-replica", help="CPUs Ray reserves for each replica."),
 ) -> None:
     """Perplexity of RUN's completions under another model: RUN/scores/<label>.parquet.
 
     PPL = exp(-mean token log P(y_t | x, y_<t)) per sample, the prompt rendered as when RUN was
     sampled. Resumable; `rlbound report` shows the distributions of the runs' score files.
     """
-    from rlbound.engines.base import load_engine
     from rlbound.scoring import score_run
     from rlbound.store import read_meta
 
     read_meta(run)  # a missing run is reported before a model is loaded
     options = _engine_options(engine_option, batch_size, device)
-    stats = score_run(run, load_engine(engine, scorer, **options), label=label)
+    the_engine = _open_engine(engine, scorer, options, replicas, gpus_per_replica, cpus_per_replica, ray_address)
+    try:
+        stats = score_run(run, the_engine, label=label)
+    finally:
+        the_engine.close()
     typer.echo(f"{stats.path}: {stats.scored} samples scored, {stats.already_present} already present")
 
 
@@ -386,7 +420,7 @@ def match_temperature_cmd(
     model: str = typer.Option(..., "--model", "-m", help="Model B, re-sampled at each temperature."),
     reference: Path = typer.Option(..., "--reference", "-r", help="Run A whose token entropy B should match."),
     out: Path = typer.Option(..., "--out", "-o", help="Directory for the runs per temperature and the result json."),
-    engine: str = typer.Option("hf", "--engine", "-e", help="Engine of model B: tiny, hf."),
+    engine: str = typer.Option("hf", "--engine", "-e", help="Engine of model B: tiny, hf, vllm, openai."),
     temperatures: str = typer.Option("0.6,0.8,1.0,1.2,1.4", help="Temperatures to sample B at, comma-separated."),
     problems: int = typer.Option(20, help="Problems of run A to re-sample (a seeded random subset)."),
     n: int = typer.Option(8, "--n", "-n", help="Samples per problem and temperature."),
@@ -461,7 +495,7 @@ def probe(
     task: str = typer.Option(..., "--task", "-t", help="Task name (`rlbound list`) or a JSONL/JSON/Parquet file."),
     model: str = typer.Option(..., "--model", "-m", help="Model directory, .gguf file or hub name."),
     out: Path = typer.Option(..., "--out", "-o", help="Directory for probe.json (replaced if present)."),
-    engine: str = typer.Option("hf", "--engine", "-e", help="Engine: tiny, hf."),
+    engine: str = typer.Option("hf", "--engine", "-e", help="Engine: tiny, hf, vllm, openai."),
     percent: List[float] = typer.Option([], "--percent", "-p", help="Share of each problem's words given (repeatable; default 40, 60, 80)."),
     max_tokens: int = typer.Option(512, help="Maximum new tokens per continuation."),
     template: str = typer.Option("raw", help="Prompt template around the cut text (default raw: plain continuation)."),

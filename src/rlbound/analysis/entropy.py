@@ -112,7 +112,10 @@ class TokenEntropy:
     """Mean token entropy (nats): per-problem mean of finite per-sample values, then mean over problems.
 
     ``per_problem`` is NaN for problems with no finite value. ``available`` is False when no sample
-    has a value (then mean/lo/hi are NaN and ``note`` says why).
+    has a value (then mean/lo/hi are NaN and ``note`` says why). ``method`` is how the engine
+    computed each token's entropy (:func:`token_entropy_method`): ``"full vocabulary"``, or
+    ``"top-K"`` for engines that only see the K most likely tokens (vLLM, servers), where the
+    remaining mass counts as one bucket and the value is a lower bound of the full entropy.
     """
 
     label: str
@@ -129,9 +132,10 @@ class TokenEntropy:
     ci: float
     n_boot: int
     note: str = ""
+    method: str = "full vocabulary"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"label": self.label, "unit": "nats", "available": self.available,
+        return {"label": self.label, "unit": "nats", "available": self.available, "method": self.method,
                 "mean": json_float(self.mean), "lo": json_float(self.lo), "hi": json_float(self.hi),
                 "n_samples": self.n_samples, "n_samples_missing": self.n_samples_missing,
                 "n_problems_used": self.n_problems_used, "n_problems_missing": self.n_problems_missing,
@@ -139,15 +143,28 @@ class TokenEntropy:
                 "ci": self.ci, "n_boot": self.n_boot, "note": self.note}
 
 
+def token_entropy_method(meta: dict[str, Any] | None) -> str:
+    """How a run's engine computed token entropies, from run.json's ``engine_details``.
+
+    An engine that computes them from its top-K log-probabilities records
+    ``"token_entropy": {"method": "top-k", "k": K}``; anything else is the full vocabulary.
+    """
+    recorded = ((meta or {}).get("engine_details") or {}).get("token_entropy")
+    if isinstance(recorded, dict) and recorded.get("method") == "top-k":
+        return f"top-{recorded.get('k', '?')}"
+    return "full vocabulary"
+
+
 def token_entropy(run: RunSamples, *, n_boot: int = 1000, ci: float = 0.95, seed: int = 0) -> TokenEntropy:
     """Mean over problems of the per-problem mean of ``run.entropy_means`` (NaNs excluded, counted)."""
     check_bootstrap_args(n_boot, ci)
+    method = token_entropy_method(run.meta)
     ids = [str(p) for p in run.problem_ids]
     n_total = int(sum(len(c) for c in run.correct))
     nan = float("nan")
     if not run.entropy_means:
         return TokenEntropy(run.label, False, nan, nan, nan, np.full(len(ids), nan), ids, n_total, n_total,
-                            0, len(ids), ci, int(n_boot), "no token entropies recorded for this run")
+                            0, len(ids), ci, int(n_boot), "no token entropies recorded for this run", method)
     if len(run.entropy_means) != len(ids):
         raise RlboundError(f"token entropy: run {run.label!r} has entropies for {len(run.entropy_means)} "
                            f"problems but {len(ids)} problems")
@@ -164,14 +181,14 @@ def token_entropy(run: RunSamples, *, n_boot: int = 1000, ci: float = 0.95, seed
     n_used = int(used.sum())
     if n_used == 0:
         return TokenEntropy(run.label, False, nan, nan, nan, per, ids, n_samples, n_missing, 0, len(ids), ci,
-                            int(n_boot), "the engine could not compute token entropy for any sample")
+                            int(n_boot), "the engine could not compute token entropy for any sample", method)
     vals = per[used]
     lo, hi = _band(vals, n_boot, ci, seed)
     note = ""
     if n_missing:
         note = f"{n_missing} of {n_samples} samples had no token entropy and were excluded"
     return TokenEntropy(run.label, True, float(vals.mean()), lo, hi, per, ids, n_samples, n_missing, n_used,
-                        len(ids) - n_used, ci, int(n_boot), note)
+                        len(ids) - n_used, ci, int(n_boot), note, method)
 
 
 # --------------------------------------------------------------------------- temperature matching

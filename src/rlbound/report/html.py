@@ -218,6 +218,8 @@ def _entropy_section(data: ReportData) -> str:
         t = s.token_entropy
         if t is not None and t.available:
             tok = _val_or_na(t.mean, t.lo, t.hi)
+            if t.method.startswith("top-"):
+                tok += f' <span class="note">({_e(t.method)} entropy: a lower bound)</span>'
             if t.note:
                 tok += f' <span class="note">({_e(t.note)})</span>'
         else:
@@ -234,7 +236,9 @@ def _entropy_section(data: ReportData) -> str:
         + "".join(rows) + "</table>",
         '<p class="note">Answer entropy: per problem −Σ p ln p over the distinct extracted answers (all '
         "unextracted answers share one bucket), averaged over problems. Token entropy: the engine's mean "
-        "per-token entropy per sample, averaged per problem, then over problems.</p>",
+        "per-token entropy per sample, averaged per problem, then over problems; over the full vocabulary, "
+        "except where a run says top-K (engines that see only the K most likely tokens: the rest of the "
+        "mass counts as one bucket, so the value is a lower bound).</p>",
     ]
     gaps = []
     for cmp in data.comparisons:
