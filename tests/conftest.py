@@ -51,6 +51,11 @@ def exported_arithmetic_model(tmp_path_factory) -> dict[str, Path]:
     from rlbound.engines.tiny.train import fit_arithmetic_model
 
     root = tmp_path_factory.mktemp("arithmetic-model")
-    trained = fit_arithmetic_model(root / "tiny", difficulty=1, n_train=2000, steps=120, eval_n=0)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny tensors: threads only spin against the other processes
+    try:
+        trained = fit_arithmetic_model(root / "tiny", difficulty=1, n_train=2000, steps=120, eval_n=0)
+    finally:
+        torch.set_num_threads(before)
     export_hf(trained.model_dir, root / "hf")
     return {"tiny": Path(trained.model_dir), "hf": root / "hf"}

@@ -127,3 +127,17 @@ def test_delta_se_errors():
         sampling_efficiency_gap(base, rl)
     with pytest.raises(RlboundError, match="no problem ids in common"):
         sampling_efficiency_gap(base, run("o", [[1]], ids=["q"]), k_ref=1)
+
+
+def test_top_k_entropy_is_a_lower_bound_that_is_exact_with_every_outcome():
+    from rlbound.engines.base import top_k_entropy
+
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=50) * 2
+    logp = logits - np.log(np.exp(logits).sum())
+    full = float(-(np.exp(logp) * logp).sum())
+    assert top_k_entropy(logp.tolist()) == pytest.approx(full)
+    bounds = [top_k_entropy(sorted(logp.tolist(), reverse=True)[:k]) for k in (1, 5, 20, 49)]
+    assert all(b <= full + 1e-12 for b in bounds)
+    assert bounds == sorted(bounds)  # more outcomes seen, tighter bound
+    assert top_k_entropy([None, float("-inf"), 0.0]) == 0.0

@@ -49,6 +49,7 @@ from rlbound.verify.pool import VerifyCache, verify_batch
 DEFAULT_SHARD_SAMPLES = 1024
 DEFAULT_SHARD_SECONDS = 30.0
 VERIFY_BATCH_MAX = 1024  # completions graded together by one verify_batch call
+VERIFY_GATHER_S = 0.25  # how long the verifier thread waits to fill a batch
 
 
 @dataclass
@@ -231,9 +232,12 @@ class _VerifyAndWrite:
                 except queue.Empty:
                     self._write_if_due()
                     continue
-                while len(batch) < VERIFY_BATCH_MAX:
+                # Gather a batch (up to VERIFY_BATCH_MAX, waiting at most VERIFY_GATHER_S): few
+                # large verify calls hold the GIL less often than many small ones.
+                gather_until = time.monotonic() + VERIFY_GATHER_S
+                while len(batch) < VERIFY_BATCH_MAX and batch[-1] is not self._END:
                     try:
-                        batch.append(self.queue.get_nowait())
+                        batch.append(self.queue.get(timeout=max(0.0, gather_until - time.monotonic())))
                     except queue.Empty:
                         break
                 if batch[-1] is self._END:

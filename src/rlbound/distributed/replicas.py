@@ -40,6 +40,7 @@ from rlbound.engines.base import (
     SampleRequest,
     SamplingParams,
     TokenScores,
+    generate_through_stream,
     load_engine,
 )
 from rlbound.errors import RlboundError
@@ -162,13 +163,7 @@ class ReplicaEngine(Engine):
     # ----------------------------------------------------------------------------- work
     def generate(self, prompts: Sequence[str], params: SamplingParams,
                  seeds: Sequence[Sequence[int]]) -> list[list[Sample]]:
-        requests = [SampleRequest((i, j), p, int(s)) for i, (p, ss) in enumerate(zip(prompts, seeds))
-                    for j, s in enumerate(ss)]
-        out: list[list[Sample | None]] = [[None] * len(ss) for ss in seeds]
-        for request, sample in self.stream(requests, params):
-            i, j = request.key
-            out[i][j] = sample
-        return out  # type: ignore[return-value]
+        return generate_through_stream(self, prompts, params, seeds)
 
     def stream(self, requests: Iterable[SampleRequest],
                params: SamplingParams) -> Iterator[tuple[SampleRequest, Sample]]:

@@ -15,7 +15,8 @@ OpenAI-compatible servers) implements :class:`Engine`:
   given its prompt (for perplexity), with full-vocabulary entropies where the engine can.
 
 Engines register a factory by name with ``@register_engine("tiny")``; the factory takes the model
-location and engine options. This module holds the shared types and the seed derivation only.
+location and engine options. This module holds the shared types, the seed derivation, and the
+top-K entropy bound that engines seeing only the most likely tokens record (:func:`top_k_entropy`).
 """
 
 from __future__ import annotations
@@ -84,6 +85,10 @@ class Sample:
 
     @property
     def logprob_sum(self) -> float:
+        """Sum of the token log-probabilities; NaN when the engine reported none (a server
+        that returns no log-probs), never a 0.0 that would read as certainty."""
+        if not self.token_logprobs and self.token_ids:
+            return float("nan")
         return float(sum(self.token_logprobs))
 
     @property
@@ -204,6 +209,37 @@ register_engine = ENGINES.register
 def load_engine(name: str, model: str, **options: Any) -> Engine:
     """Build the engine registered as ``name`` for ``model`` (a path or name)."""
     return ENGINES.get(name)(model, **options)
+
+
+def generate_through_stream(engine: "Engine", prompts: Sequence[str], params: SamplingParams,
+                            seeds: Sequence[Sequence[int]]) -> list[list[Sample]]:
+    """``generate`` for engines whose native interface is :meth:`Engine.stream` (servers,
+    replicas): one request per (prompt, seed), results put back in prompt and seed order."""
+    if len(prompts) != len(seeds):
+        raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seed lists")
+    requests = [SampleRequest((i, j), prompt, int(seed))
+                for i, prompt in enumerate(prompts) for j, seed in enumerate(seeds[i])]
+    out: list[list[Sample | None]] = [[None] * len(s) for s in seeds]
+    for request, sample in engine.stream(requests, params):
+        i, j = request.key
+        out[i][j] = sample
+    return out  # type: ignore[return-value]
+
+
+def top_k_entropy(logprobs: Iterable[float | None]) -> float:
+    """Entropy (nats) of the given outcomes plus the rest of the mass as one more outcome.
+
+    For engines that see only a token's top-K log-probabilities (vLLM, servers): merging outcomes
+    can only lower entropy, so this is a lower bound of the full-vocabulary entropy (runs record
+    ``"token_entropy": {"method": "top-k", "k": K}`` so reports say so). ``None`` and ``-inf``
+    entries are skipped.
+    """
+    probs = [math.exp(lp) for lp in logprobs if lp is not None and lp > -math.inf]
+    entropy = -sum(p * math.log(p) for p in probs if p > 0)
+    rest = 1.0 - sum(probs)
+    if rest > 1e-12:
+        entropy -= rest * math.log(rest)
+    return max(entropy, 0.0)
 
 
 def check_engine_options(engine: str, options: Iterable[str], accepted: Iterable[str]) -> None:
