@@ -52,7 +52,12 @@ from rlbound.engines.base import (
     TokenScores,
     register_engine,
 )
-from rlbound.engines.hf_loading import load_model_and_tokenizer
+from rlbound.engines.hf_loading import (
+    load_model_and_tokenizer,
+    prompt_token_ids,
+    render_chat,
+    tokenizer_adds_bos,
+)
 from rlbound.engines.sampling import logprobs_and_entropies, sample_next
 from rlbound.errors import RlboundError
 
@@ -98,8 +103,7 @@ class HFEngine(Engine):
         self.device = next(model.parameters()).device
         self.eos_ids = _eos_ids(model, tokenizer)
         self.bos_id = tokenizer.bos_token_id
-        probe = tokenizer("a", add_special_tokens=True)["input_ids"]
-        self._adds_bos = self.bos_id is not None and bool(probe) and probe[0] == self.bos_id
+        self._adds_bos = tokenizer_adds_bos(tokenizer)
         pad = tokenizer.pad_token_id
         self.pad_id = pad if pad is not None else (min(self.eos_ids) if self.eos_ids else 0)
         params = inspect.signature(model.forward).parameters
@@ -109,23 +113,11 @@ class HFEngine(Engine):
 
     # ----------------------------------------------------------------------------- prompts
     def chat_prompt(self, user_message: str) -> str:
-        if not getattr(self.tokenizer, "chat_template", None):
-            raise RlboundError(f"the tokenizer of model {self.model_name!r} has no chat template; "
-                               "choose another --template (e.g. plain)")
-        return self.tokenizer.apply_chat_template(
-            [{"role": "user", "content": user_message}], tokenize=False, add_generation_prompt=True
-        )
+        return render_chat(self.tokenizer, user_message, self.model_name)
 
     def encode_prompt(self, text: str) -> list[int]:
         """Token ids of a prompt, with exactly one BOS where the tokenizer uses one."""
-        ids = list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
-        wants_bos = self._adds_bos or not ids
-        if wants_bos and self.bos_id is not None and (not ids or ids[0] != self.bos_id):
-            ids.insert(0, self.bos_id)
-        if not ids:
-            raise RlboundError(f"empty prompt and the tokenizer of {self.model_name!r} has no BOS "
-                               "token to start from")
-        return ids
+        return prompt_token_ids(self.tokenizer, text, self._adds_bos, self.model_name)
 
     def encode_completion(self, text: str) -> list[int]:
         """Token ids of a completion: the text alone, without special tokens."""

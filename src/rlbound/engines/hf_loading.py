@@ -24,12 +24,43 @@ _DTYPES = {
 _OPTIONS = ("gguf_file", "revision", "attn_implementation")
 
 
-def _one_line(err: BaseException, limit: int = 400) -> str:
+def one_line(err: BaseException, limit: int = 400) -> str:
     text = " ".join(f"{type(err).__name__}: {err}".split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _looks_like_path(model: str) -> bool:
+def tokenizer_adds_bos(tokenizer: Any) -> bool:
+    """Whether ``tokenizer`` puts its BOS token first when it adds special tokens."""
+    bos = tokenizer.bos_token_id
+    probe = tokenizer("a", add_special_tokens=True)["input_ids"]
+    return bos is not None and bool(probe) and probe[0] == bos
+
+
+def prompt_token_ids(tokenizer: Any, text: str, adds_bos: bool, model_name: str) -> list[int]:
+    """A prompt's ids with exactly one BOS where the tokenizer uses one (the hf and vllm engines'
+    rule): the text is encoded without special tokens and the BOS prepended unless already there;
+    an empty prompt becomes ``[BOS]``."""
+    bos = tokenizer.bos_token_id
+    ids = list(tokenizer(text, add_special_tokens=False)["input_ids"])
+    if (adds_bos or not ids) and bos is not None and (not ids or ids[0] != bos):
+        ids.insert(0, bos)
+    if not ids:
+        raise RlboundError(f"empty prompt and the tokenizer of {model_name!r} has no BOS "
+                           "token to start from")
+    return ids
+
+
+def render_chat(tokenizer: Any, user_message: str, model_name: str) -> str:
+    """``user_message`` in the tokenizer's chat template, ready for the assistant's reply."""
+    if not getattr(tokenizer, "chat_template", None):
+        raise RlboundError(f"the tokenizer of model {model_name!r} has no chat template; "
+                           "choose another --template (e.g. plain)")
+    return tokenizer.apply_chat_template(
+        [{"role": "user", "content": user_message}], tokenize=False, add_generation_prompt=True
+    )
+
+
+def looks_like_path(model: str) -> bool:
     """A string that cannot be a hub id ("name" or "org/name") is meant as a local path."""
     return (
         model.startswith(("/", ".", "~"))
@@ -56,7 +87,7 @@ def _resolve(model: str, gguf_file: str | None) -> tuple[str, str | None, bool]:
                 raise RlboundError(f"model directory {model!r} holds several .gguf files "
                                    f"({', '.join(ggufs)}); give the path of one")
         return str(path), gguf_file, True
-    if _looks_like_path(model):
+    if looks_like_path(model):
         raise RlboundError(f"model {model!r} not found: no such file or directory")
     return model, gguf_file, False
 
@@ -107,7 +138,7 @@ def load_model_and_tokenizer(
         tokenizer = AutoTokenizer.from_pretrained(location, **common)
         lm = AutoModelForCausalLM.from_pretrained(location, **model_kw)
     except Exception as err:  # noqa: BLE001 - every load failure becomes one actionable line
-        raise RlboundError(f"could not load model {model!r}{where}: {_one_line(err)}") from err
+        raise RlboundError(f"could not load model {model!r}{where}: {one_line(err)}") from err
     if dtype == "auto" and dev.type == "cpu" and lm.dtype in (torch.float16, torch.bfloat16):
         lm = lm.float()
     lm.to(dev).eval()

