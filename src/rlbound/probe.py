@@ -93,7 +93,7 @@ def run_probe(
             outputs = engine.generate(prompts, params, seeds)
             continuations += [samples[0].text for samples in outputs]
             bar.advance(len(chunk))
-    verdicts = verify_batch(verifier, [problem.reference for problem, *_ in jobs], continuations,
+    verdicts = verify_batch(verifier, [verifier.reference_for(problem) for problem, *_ in jobs], continuations,
                             timeout_s=verify_timeout_s, cache=VerifyCache())
     rows = []
     for (problem, pct, head, rest), text, verdict in zip(jobs, continuations, verdicts):

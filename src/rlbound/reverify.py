@@ -103,12 +103,12 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def _rebuild_verifier(meta: dict[str, Any], run: Path) -> Verifier:
+def _rebuild_verifier(meta: dict[str, Any], run: Path, overrides: dict[str, Any] | None = None) -> Verifier:
     spec = (meta.get("config") or {}).get("verifier")
     if not isinstance(spec, dict) or not spec.get("name"):
         raise RlboundError(f"run '{run}': run.json records no verifier")
     try:
-        return verifier_from_run(meta)
+        return verifier_from_run(meta, overrides)
     except RlboundError as exc:
         raise RlboundError(f"run '{run}': cannot rebuild its verifier ({exc})") from None
     except (TypeError, ValueError) as exc:
@@ -155,8 +155,13 @@ def reverify_run(
     timeout_s: float = 5.0,
     force: bool = False,
     workers: int | None = None,
+    verifier_options: dict[str, Any] | None = None,
 ) -> ReverifyResult:
     """Grade every stored sample of ``run`` again under the current rules (see the module docstring).
+
+    ``verifier_options`` replace or add options of the rebuilt verifier (``rlbound reverify
+    --judge-url/--judge-model``: the QA judge's server, which run.json does not record, or another
+    judge model, whose verdicts then replace the run's).
 
     Holds the run's one-writer lock throughout: a run being sampled (or re-verified) elsewhere is
     refused with an error naming that process."""
@@ -165,13 +170,14 @@ def reverify_run(
     if timeout_s <= 0:
         raise RlboundError(f"--timeout must be positive, got {timeout_s}")
     with lock_run(run):
-        return _reverify_locked(run, timeout_s, force, workers)
+        return _reverify_locked(run, timeout_s, force, workers, verifier_options)
 
 
-def _reverify_locked(run: Path, timeout_s: float, force: bool, workers: int | None) -> ReverifyResult:
+def _reverify_locked(run: Path, timeout_s: float, force: bool, workers: int | None,
+                     verifier_options: dict[str, Any] | None = None) -> ReverifyResult:
     meta = read_meta(run)  # read again under the lock
     config = meta.get("config") or {}
-    verifier = _rebuild_verifier(meta, run)
+    verifier = _rebuild_verifier(meta, run, verifier_options)
     old, new = config.get("verifier") or {}, verifier_spec(verifier)
     record = meta.get("verdicts") or {}
     tag = record.get("current")
@@ -185,7 +191,7 @@ def _reverify_locked(run: Path, timeout_s: float, force: bool, workers: int | No
         tag = None
     rows = _first_rows(table)
     task = task_from_run(meta, run) if rows["problem_id"] else None
-    references: dict[str, Any] = {p.id: p.reference for p in task.problems} if task else {}
+    references: dict[str, Any] = {p.id: verifier.reference_for(p) for p in task.problems} if task else {}
     unknown = sorted({pid for pid in rows["problem_id"] if pid not in references})
     if unknown:
         raise RlboundError(f"run '{run}': problem {unknown[0]!r} is not in its rebuilt task "

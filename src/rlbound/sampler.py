@@ -39,9 +39,10 @@ from typing import Any, Iterator
 import numpy as np
 
 from rlbound.engines.base import Engine, EngineInfo, Sample, SampleRequest, SamplingParams, sample_seed
+from rlbound.images import mark_images
 from rlbound.progress import progress
 from rlbound.store import RunWriter
-from rlbound.tasks.base import Problem, Task
+from rlbound.tasks.base import Problem, Task, problems_sha256
 from rlbound.tasks.templates import get_template
 from rlbound.verify.base import STATUS_TIMEOUT, Verifier, verifier_spec
 from rlbound.verify.pool import VerifyCache, verify_batch
@@ -79,7 +80,8 @@ def run_config(
 ) -> dict[str, Any]:
     """The settings that define a run; resuming requires them to be equal."""
     return {
-        "task": {"name": task.name, "options": task.options, "problems": len(task)},
+        "task": {"name": task.name, "options": task.options, "problems": len(task),
+                 "sha256": problems_sha256(task.problems)},
         "template": template,
         "engine": info.engine,
         "model": info.model,
@@ -119,7 +121,7 @@ def sample_run(
     config = run_config(task, template_name, info, params, seed, verifier)
     started = time.perf_counter()
     with RunWriter(out, config, n, label) as writer:  # holds the run's lock until the end
-        writer.save_meta(engine_details=info.details)
+        writer.save_meta(engine_details=info.details, **({"task_source": task.source} if task.source else {}))
         present = writer.existing_keys()
         todo = [
             (problem, [i for i in range(n) if (problem.id, i) not in present])
@@ -132,12 +134,14 @@ def sample_run(
 
         def requests() -> Iterator[SampleRequest]:
             for problem, missing in todo:
-                prompt = prompt_template.render(problem.prompt, engine)
+                question = mark_images(problem.prompt, len(problem.images)) if problem.images else problem.prompt
+                prompt = prompt_template.render(question, engine)
                 for i in missing:
-                    yield SampleRequest((problem.id, i), prompt, sample_seed(seed, problem.id, i))
+                    yield SampleRequest((problem.id, i), prompt, sample_seed(seed, problem.id, i),
+                                        problem.images)
 
-        pipeline = _VerifyAndWrite(writer, verifier, problems, verify_timeout_s,
-                                   max(1, min(shard_samples, total)), shard_seconds)
+        pipeline = VerifyAndWrite(writer, verifier, problems, verify_timeout_s,
+                                  max(1, min(shard_samples, total)), shard_seconds)
         busy = 0.0
         try:
             with progress("sampling", total=total, unit="samples") as bar:
@@ -169,8 +173,9 @@ def sample_run(
                        shards=pipeline.shards)
 
 
-class _VerifyAndWrite:
-    """The verifier thread and the shard writer behind :func:`sample_run` (one per call)."""
+class VerifyAndWrite:
+    """The verifier thread and the shard writer behind :func:`sample_run` (one per call), and
+    behind ``rlbound import`` (:mod:`rlbound.importer`): every stored row is built here."""
 
     _END = object()
 
@@ -255,7 +260,7 @@ class _VerifyAndWrite:
                     break
 
     def _verify(self, batch: list[tuple[SampleRequest, Sample]]) -> None:
-        references = [self.problems[request.key[0]].reference for request, _ in batch]
+        references = [self.verifier.reference_for(self.problems[request.key[0]]) for request, _ in batch]
         verdicts = verify_batch(self.verifier, references, [s.text for _, s in batch],
                                 timeout_s=self.verify_timeout_s, cache=self.cache)
         for (request, sample), verdict in zip(batch, verdicts):

@@ -101,14 +101,16 @@ def subset_task(task: Task, problem_ids: list[str]) -> Task:
     return dataclasses.replace(task, problems=problems, options={**task.options, SUBSET_OPTION: list(problem_ids)})
 
 
-def verifier_from_run(meta: dict[str, Any]):
-    """The verifier a run was verified with, rebuilt from run.json (settings its constructor takes)."""
+def verifier_from_run(meta: dict[str, Any], overrides: dict[str, Any] | None = None):
+    """The verifier a run was verified with, rebuilt from run.json (settings its constructor takes);
+    ``overrides`` replace or add constructor options (the QA judge's URL, which run.json lacks)."""
     from rlbound.verify.base import load_verifier, verifier_options
 
     spec = (meta.get("config") or {}).get("verifier") or {}
     name = spec.get("name", "exact")
     accepted = verifier_options(name)
-    return load_verifier(name, **{k: v for k, v in (spec.get("settings") or {}).items() if k in accepted})
+    options = {k: v for k, v in (spec.get("settings") or {}).items() if k in accepted}
+    return load_verifier(name, **{**options, **(overrides or {})})
 
 
 def _safe_label(label: str) -> str:
@@ -223,6 +225,9 @@ def _score_locked(run: Path, meta: dict[str, Any], engine: Engine, info: EngineI
         if unknown:
             raise RlboundError(f"run '{run}': problem {unknown[0]!r} is not in its rebuilt task "
                                f"{task.name!r} (did the tasks file change?)")
+        if any(problems[pid].images for pid, _, _ in todo):  # engines score text prompts only
+            raise RlboundError(f"run '{run}': its problems have images, and scoring takes text "
+                               "prompts only (perplexity without the image would mislead)")
         prompts: dict[str, str] = {}
         if chunk_samples is None:
             chunk_samples = min(1024, max(64, 4 * int(getattr(engine, "batch_size", 64))))

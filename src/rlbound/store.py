@@ -105,8 +105,8 @@ VERDICT_SCHEMA = pa.schema(
 
 # Fields of a verifier's settings that name the version of its rules or of its backend library
 # rather than an option a user chose: runs differing only there (or in settings a newer rlbound
-# added) can be re-graded in place by `rlbound reverify`.
-GRADING_VERSION_FIELDS = ("rules", "backend")
+# added) can be re-graded in place by `rlbound reverify`. ``rubric``: the QA judge's rubric version.
+GRADING_VERSION_FIELDS = ("rules", "backend", "rubric")
 
 SCORE_DIR = "scores"
 SCORE_SCHEMA = pa.schema(
@@ -176,6 +176,36 @@ def config_difference(old: dict, new: dict, prefix: str = "") -> str | None:
     return None
 
 
+def _adopt_problems_digest(stored: dict, current: dict) -> None:
+    """A run recorded before rlbound kept the problems' sha256 takes the current one (its task
+    options and problem count are still compared)."""
+    task, now = stored.get("task"), current.get("task") or {}
+    if isinstance(task, dict) and "sha256" not in task and "sha256" in now:
+        task["sha256"] = now["sha256"]
+
+
+def check_same_problems(runs: list[tuple[str, dict[str, Any]]]) -> None:
+    """Refuse to compare runs on the same task whose problems differ.
+
+    ``runs`` are (label, run.json) pairs. Runs whose ``config.task.name`` is equal must hold the
+    same problems' sha256 (runs recorded before rlbound kept it are not checked).
+    """
+    first: dict[str, tuple[str, str]] = {}
+    for label, meta in runs:
+        task = (meta.get("config") or {}).get("task") or {}
+        name, digest = task.get("name"), task.get("sha256")
+        if not name or not digest:
+            continue
+        if name in first and first[name][1] != digest:
+            other, theirs = first[name]
+            raise RlboundError(
+                f"runs {other!r} and {label!r} are both on task {name!r} but hold different problems "
+                f"(sha256 {theirs[:12]} vs {digest[:12]}): another file or revision of the benchmark; "
+                "compare runs sampled on the same problems"
+            )
+        first.setdefault(name, (label, digest))
+
+
 class RunWriter:
     """Opens (or creates) a run directory for sampling and appends shards to it.
 
@@ -201,6 +231,7 @@ class RunWriter:
         if meta_path.exists():
             meta = read_meta(self.path)
             stored = meta.get("config", {})
+            _adopt_problems_digest(stored, self.config)
             # A difference in options is named first; one only in rules versions can be re-graded.
             diff = config_difference(*_options_only(stored, self.config))
             if diff is None and config_difference(stored, self.config) is not None:

@@ -16,7 +16,9 @@ Three checks, each a pure function of a run's per-problem counts or verifier sta
 * **Verifier timeouts** (:func:`timeout_warning`): more than 1 % of a run's samples timed out in
   the verifier (timeouts count as wrong, so pass@k is biased down).
 
-:func:`run_warnings` applies all three to one run. What it does not do: no reading of runs, no
+:func:`run_warnings` applies all three to one run. Runs' settings give two more: code runs graded
+without the sandbox (:func:`code_warnings`) and visual runs that kept multiple-choice items
+(:func:`multiple_choice_warnings`). What it does not do: no reading of runs, no
 printing; the report puts the warnings at the top of report.html, in results.json
 (``warnings``) and on the terminal.
 """
@@ -140,3 +142,27 @@ def code_warnings(label: str, meta: Mapping, statuses: Mapping[str, int]) -> lis
             "not the model's doing: fix the sandbox and run `rlbound reverify --force`",
         ))
     return out
+
+
+def multiple_choice_counts(meta: Mapping) -> tuple[int, int] | None:
+    """``(dropped, kept)`` multiple-choice items of a run on a visual benchmark (MathVista,
+    MathVision: ``rlbound.tasks.vision`` records them in the task options), else None."""
+    options = (((meta.get("config") or {}).get("task") or {}).get("options") or {})
+    if "multiple_choice_dropped" not in options:
+        return None
+    return int(options.get("multiple_choice_dropped") or 0), int(options.get("multiple_choice_kept") or 0)
+
+
+def multiple_choice_warnings(label: str, meta: Mapping) -> list[HonestyWarning]:
+    """A warning for a run that kept multiple-choice items: guessing among a handful of options
+    solves them at large k, so their pass@k says little about reasoning (Yue et al. 2025 dropped
+    them from the large-k study; the visual tasks' ``drop_multiple_choice`` option does too)."""
+    counts = multiple_choice_counts(meta)
+    if counts is None or not counts[1]:
+        return []
+    return [HonestyWarning(
+        "multiple_choice_kept", label,
+        f"run {label!r} keeps {counts[1]} multiple-choice problems: at large k guessing among their options "
+        "solves them, so pass@k there measures little reasoning (sample with -O drop_multiple_choice=true "
+        "to leave them out, as the large-k studies did)",
+    )]

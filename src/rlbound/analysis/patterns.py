@@ -269,6 +269,8 @@ def reasoning_patterns(
             per_marker[i] += matcher.count(text or "")
         tokens[i] = toks.sum()
         n_samples += len(row)
+    if not np.isfinite(tokens).all():  # samples imported from elsewhere (`rlbound import`) have none
+        return unavailable("completion token counts are unknown for this run (imported samples)", n_samples)
     membership = np.array([[m.category == c for c in cats] for m in markers], dtype=np.float64).reshape(n_m, n_c)
     per_cat = per_marker @ membership
     total_tokens = float(tokens.sum())

@@ -114,11 +114,14 @@ class TokenScores:
 @dataclass(frozen=True)
 class SampleRequest:
     """One sample to draw: ``prompt`` sampled with ``seed``; ``key`` is the caller's own handle
-    (the sampler uses ``(problem_id, sample_idx)``) and comes back with the sample."""
+    (the sampler uses ``(problem_id, sample_idx)``) and comes back with the sample. ``images``
+    are the problem's images (paths or bytes, :mod:`rlbound.images`), one ``<image>`` mark each
+    in ``prompt``; engines that take text only refuse them (:func:`refuse_images`)."""
 
     key: Hashable
     prompt: str
     seed: int
+    images: tuple[str | bytes, ...] = ()
 
 
 @dataclass
@@ -134,6 +137,7 @@ class Engine(ABC):
     """Base class of all engines (see the module docstring for the contract)."""
 
     name: str = "engine"
+    accepts_images: bool = False  # engines that pass SampleRequest.images to the model say so
 
     @abstractmethod
     def generate(
@@ -167,6 +171,7 @@ class Engine(ABC):
     ) -> list[Sample]:
         """One sample per request, in request order, through :meth:`generate` (requests of the
         same prompt are grouped, so an engine that prefills a prompt once per batch does so)."""
+        refuse_images(self, requests)
         groups: dict[str, list[int]] = {}
         for i, request in enumerate(requests):
             groups.setdefault(request.prompt, []).append(i)
@@ -240,6 +245,18 @@ def top_k_entropy(logprobs: Iterable[float | None]) -> float:
     if rest > 1e-12:
         entropy -= rest * math.log(rest)
     return max(entropy, 0.0)
+
+
+def refuse_images(engine: "Engine", requests: Iterable[SampleRequest]) -> None:
+    """Refuse, in one line, requests with images given to an engine that takes text only."""
+    if engine.accepts_images:
+        return
+    for request in requests:
+        if request.images:
+            raise RlboundError(
+                f"engine {engine.name!r} takes text only, but request {request.key!r} comes with "
+                f"{len(request.images)} image(s): sample visual tasks with -e hf (an image-text "
+                "model) or -e vllm")
 
 
 def check_engine_options(engine: str, options: Iterable[str], accepted: Iterable[str]) -> None:

@@ -3,7 +3,9 @@
 Registered as ``"hf"``. ``model`` is a local model directory, a ``.gguf`` file (or a directory
 holding exactly one, with no ``config.json``), or a hub name passed through to ``from_pretrained``;
 loading (path resolution, device, dtype, one-line load errors) lives in
-:mod:`rlbound.engines.hf_loading`.
+:mod:`rlbound.engines.hf_loading`. An image-text model (LLaVA, Idefics3/SmolVLM, Qwen2-VL, ...)
+is loaded with its processor as :class:`rlbound.engines.hf_vision.HFVisionEngine`, which takes
+problems' images and decodes with the same loop.
 
 What it does:
 
@@ -39,7 +41,7 @@ bars belong to the caller (one call is one batch of work from its point of view)
 from __future__ import annotations
 
 import inspect
-from typing import Any, Sequence
+from typing import Any, Hashable, Sequence
 
 import numpy as np
 import torch
@@ -53,6 +55,7 @@ from rlbound.engines.base import (
     register_engine,
 )
 from rlbound.engines.hf_loading import (
+    is_image_text_model,
     load_model_and_tokenizer,
     prompt_token_ids,
     render_chat,
@@ -82,6 +85,13 @@ def hf_engine(
     """
     if batch_size < 1:
         raise RlboundError(f"batch_size must be >= 1, got {batch_size}")
+    if is_image_text_model(str(model), trust_remote_code, **kw):  # a vision-language model
+        from rlbound.engines.hf_vision import HFVisionEngine
+
+        lm, processor, _ = load_model_and_tokenizer(
+            str(model), device=device, dtype=dtype, trust_remote_code=trust_remote_code,
+            image_text=True, **kw)
+        return HFVisionEngine(lm, processor, model_name=str(model), batch_size=batch_size)
     lm, tokenizer, gguf_file = load_model_and_tokenizer(
         str(model), device=device, dtype=dtype, trust_remote_code=trust_remote_code, **kw
     )
@@ -125,9 +135,11 @@ class HFEngine(Engine):
 
     # ----------------------------------------------------------------------------- forward
     def _forward(self, ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor, *,
-                 cache: Any = None, use_cache: bool = False, keep: int | None = None) -> Any:
-        """One forward pass; ``keep`` limits the logits to the last ``keep`` positions."""
-        kwargs: dict[str, Any] = {}
+                 cache: Any = None, use_cache: bool = False, keep: int | None = None,
+                 **inputs: Any) -> Any:
+        """One forward pass; ``keep`` limits the logits to the last ``keep`` positions;
+        ``inputs`` are further model inputs (an image-text model's pixel values)."""
+        kwargs: dict[str, Any] = dict(inputs)
         if keep is not None and self._keep_arg is not None:
             kwargs[self._keep_arg] = keep
         return self.model(input_ids=ids, attention_mask=mask, position_ids=pos,
@@ -156,20 +168,26 @@ class HFEngine(Engine):
         out: list[list[Sample | None]] = [[None] * len(s) for s in seeds]
         for start in range(0, len(jobs), self.batch_size):
             chunk = jobs[start:start + self.batch_size]
-            rows = self._generate_rows([prompt_ids[i] for i, _, _ in chunk],
+            rows = self._generate_rows([tuple(prompt_ids[i]) for i, _, _ in chunk],
                                        [s for _, _, s in chunk], params)
             for (i, j, _), sample in zip(chunk, rows):
                 out[i][j] = sample
         return out  # type: ignore[return-value]
 
+    def _prefill(self, prompts: list[Hashable]) -> tuple[Any, torch.Tensor, torch.Tensor]:
+        """The forward pass over distinct prompts (here: tuples of token ids), left-padded:
+        ``(output with the cache and last logits, attention mask, position ids)``."""
+        ids, mask, pos = self._left_pad(prompts)  # type: ignore[arg-type]
+        return self._forward(ids, mask, pos, use_cache=True, keep=1), mask, pos
+
     @torch.inference_mode()
-    def _generate_rows(self, prompts: list[list[int]], seeds: list[int],
+    def _generate_rows(self, prompts: list[Hashable], seeds: list[int],
                        params: SamplingParams) -> list[Sample]:
-        """Decode one batch of rows (row ``r``: prompt ``prompts[r]``, seed ``seeds[r]``)."""
-        distinct: dict[tuple[int, ...], int] = {}
-        source = [distinct.setdefault(tuple(p), len(distinct)) for p in prompts]
-        ids, mask, pos = self._left_pad(list(distinct))
-        out = self._forward(ids, mask, pos, use_cache=True, keep=1)
+        """Decode one batch of rows (row ``r``: prompt ``prompts[r]``, seed ``seeds[r]``; a
+        prompt is what :meth:`_prefill` takes, rows of equal prompts share one prefill)."""
+        distinct: dict[Hashable, int] = {}
+        source = [distinct.setdefault(p, len(distinct)) for p in prompts]
+        out, mask, pos = self._prefill(list(distinct))
         cache = _as_cache(out.past_key_values)
         src = torch.tensor(source, device=self.device)
         cache.reorder_cache(src)  # one cache row per sample, copied from its prompt's prefill

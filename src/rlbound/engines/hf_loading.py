@@ -104,15 +104,40 @@ def _pick_device(device: str) -> torch.device:
     return dev
 
 
+def is_image_text_model(model: str, trust_remote_code: bool = False, **kw: Any) -> bool:
+    """Whether ``model`` is an image-text model (a config with a ``vision_config`` that
+    ``AutoModelForImageTextToText`` loads); False for GGUF files and for anything whose config
+    cannot be read (the text path then reports why)."""
+    try:
+        location, gguf_file, _ = _resolve(str(model), kw.get("gguf_file"))
+    except RlboundError:
+        return False
+    if gguf_file is not None:
+        return False
+    try:
+        from transformers import AutoConfig
+        from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING
+
+        options = {"revision": kw["revision"]} if kw.get("revision") is not None else {}
+        config = AutoConfig.from_pretrained(location, trust_remote_code=trust_remote_code, **options)
+    except Exception:  # noqa: BLE001 - not readable here: the text loader gives the error
+        return False
+    return getattr(config, "vision_config", None) is not None and (
+        type(config) in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING
+        or "AutoModelForImageTextToText" in (getattr(config, "auto_map", None) or {}))
+
+
 def load_model_and_tokenizer(
     model: str, device: str = "cpu", dtype: str = "auto", trust_remote_code: bool = False,
-    **kw: Any,
+    image_text: bool = False, **kw: Any,
 ) -> tuple[Any, Any, str | None]:
     """``(model in eval mode on its device, tokenizer, gguf file name or None)`` for ``model``.
 
     ``dtype="auto"`` keeps the checkpoint's dtype, except that half precision is upcast to
     float32 on CPU; ``"float32"``, ``"bfloat16"``, ``"float16"`` force one. Further options:
-    ``gguf_file`` (a .gguf inside a hub repo), ``revision``, ``attn_implementation``.
+    ``gguf_file`` (a .gguf inside a hub repo), ``revision``, ``attn_implementation``. With
+    ``image_text`` the model is loaded as ``AutoModelForImageTextToText`` and its
+    ``AutoProcessor`` is returned in the tokenizer's place (:mod:`rlbound.engines.hf_vision`).
     """
     check_engine_options("hf", kw, ("batch_size", "device", "dtype", "trust_remote_code", *_OPTIONS))
     if dtype != "auto" and dtype not in _DTYPES:
@@ -135,8 +160,14 @@ def load_model_and_tokenizer(
         model_kw["attn_implementation"] = kw["attn_implementation"]
     where = "" if local else " (not a local path, so it was looked up on the Hugging Face hub)"
     try:
-        tokenizer = AutoTokenizer.from_pretrained(location, **common)
-        lm = AutoModelForCausalLM.from_pretrained(location, **model_kw)
+        if image_text:
+            from transformers import AutoModelForImageTextToText, AutoProcessor
+
+            tokenizer = AutoProcessor.from_pretrained(location, **common)
+            lm = AutoModelForImageTextToText.from_pretrained(location, **model_kw)
+        else:
+            tokenizer = AutoTokenizer.from_pretrained(location, **common)
+            lm = AutoModelForCausalLM.from_pretrained(location, **model_kw)
     except Exception as err:  # noqa: BLE001 - every load failure becomes one actionable line
         raise RlboundError(f"could not load model {model!r}{where}: {one_line(err)}") from err
     if dtype == "auto" and dev.type == "cpu" and lm.dtype in (torch.float16, torch.bfloat16):

@@ -75,6 +75,7 @@ from rlbound.engines.base import (
     TokenScores,
     check_engine_options,
     generate_through_stream,
+    refuse_images,
     register_engine,
     top_k_entropy,
 )
@@ -308,6 +309,7 @@ class OpenAIEngine(Engine):
 
     async def _sample_one(self, client: openai.AsyncOpenAI, request: SampleRequest,
                           params: SamplingParams) -> Sample:
+        refuse_images(self, (request,))  # text prompts only (images over the API: not yet)
         kwargs = self._request_body(request.prompt, params, request.seed)
         if self.options.endpoint == "chat":
             response = await self._call(lambda: client.chat.completions.create(**kwargs))

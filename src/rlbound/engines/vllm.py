@@ -53,7 +53,13 @@ What it does:
   line: vLLM missing (how to install it), a model path that does not exist, an unknown option
   (with the closest names), vLLM failing to start or to generate (its own message).
 
-What it does not do: data parallelism (run replicas instead), LoRA, multimodal inputs,
+* Image-text models: a request's images (:attr:`~rlbound.engines.base.SampleRequest.images`)
+  go to vLLM as multimodal data beside the prompt ids: its ``<image>`` marks become the model's
+  placeholder (read off the model's Hugging Face processor, :func:`rlbound.images.image_placeholder`,
+  as the hf engine does) and vLLM's processor expands them; seeds, log-probs and prefix caching
+  (keyed by the images' hashes too) work as for text. A text-only model given images is refused.
+
+What it does not do: data parallelism (run replicas instead), LoRA, video or audio inputs,
 speculative decoding settings of its own, or a check that prompt + ``max_tokens`` fits
 ``max_model_len`` (vLLM ends such a completion at the limit with ``finish_reason="length"``; a
 prompt that alone does not fit is refused). ``batch_size`` means nothing to a continuously
@@ -88,6 +94,7 @@ from rlbound.engines.hf_loading import (
     tokenizer_adds_bos,
 )
 from rlbound.errors import RlboundError
+from rlbound.images import expand_image_marks, image_placeholder, open_image
 from rlbound.progress import is_quiet
 
 DEFAULT_MAX_IN_FLIGHT = 4096
@@ -96,6 +103,7 @@ _OWN_OPTIONS = ("max_in_flight", "entropy_top_k", "device")
 _LOGPROBS_MODE = "raw_logprobs"
 _VLLM_DEFAULT_MAX_LOGPROBS = 20
 _PROMPT_CACHE_SIZE = 4096  # tokenised prompts remembered (a run repeats each prompt n times)
+_IMAGE_CACHE_SIZE = 64  # opened images remembered (the n samples of a problem follow each other)
 _LOG_ENVIRONMENT = {"VLLM_LOGGING_LEVEL": "WARNING", "VLLM_LOGGING_STREAM": "ext://sys.stderr"}
 _CPU_ENVIRONMENT = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}  # the engine core in this process
 
@@ -256,6 +264,7 @@ class VLLMEngine(Engine):
     """A started ``vllm.LLM`` driven request by request; see the module docstring."""
 
     name = "vllm"
+    accepts_images = True  # with an image-text model (see _image_input)
 
     def __init__(self, llm: Any, *, model_name: str, engine_args: dict[str, Any],
                  max_in_flight: int = DEFAULT_MAX_IN_FLIGHT, entropy_top_k: int = 0,
@@ -281,6 +290,8 @@ class VLLMEngine(Engine):
         self._request_ids = itertools.count()
         self._running = False
         self._closed = False
+        self._placeholder: str | None = None
+        self._images: dict[Any, Any] = {}  # recently opened problem images (n samples share them)
 
     # ----------------------------------------------------------------------------- prompts
     def chat_prompt(self, user_message: str) -> str:
@@ -300,10 +311,53 @@ class VLLMEngine(Engine):
         """Token ids of a completion: the text alone, without special tokens."""
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
+    # ----------------------------------------------------------------------------- images
+    def _image_placeholder(self) -> str:
+        """The model's image placeholder, read off its Hugging Face processor (as the hf engine
+        does, so both engines see the same prompt)."""
+        if self._placeholder is None:
+            config = self.llm.llm_engine.model_config
+            if not getattr(config, "is_multimodal_model", False):
+                raise RlboundError(f"model {self.model_name!r} takes text only, but the task's "
+                                   "problems have images: sample them with an image-text model")
+            from transformers import AutoProcessor
+
+            try:
+                processor = AutoProcessor.from_pretrained(
+                    config.model, trust_remote_code=bool(self.engine_args.get("trust_remote_code")),
+                    revision=self.engine_args.get("revision"))
+            except Exception as err:  # noqa: BLE001 - one line
+                raise RlboundError(f"could not load the processor of {self.model_name!r}: "
+                                   f"{one_line(err)}") from err
+            self._placeholder = image_placeholder(processor)
+        return self._placeholder
+
+    def _image_input(self, request: SampleRequest) -> Any:
+        """A request's prompt ids and images as one multimodal vLLM input (vLLM's processor
+        expands the placeholder and computes the pixel inputs)."""
+        text = expand_image_marks(request.prompt, len(request.images), self._image_placeholder())
+        images = []
+        for source in request.images:
+            if source not in self._images:
+                if len(self._images) >= _IMAGE_CACHE_SIZE:
+                    self._images.clear()
+                self._images[source] = open_image(source)
+            images.append(self._images[source])
+        prompt = {"prompt_token_ids": self.encode_prompt(text), "multi_modal_data": {"image": images}}
+        prepare = getattr(self.llm, "_preprocess_cmpl_one", None)  # vLLM >= 0.3x: render first
+        if prepare is None:
+            return prompt
+        try:
+            return prepare(prompt)
+        except (ValueError, TypeError, RuntimeError) as err:
+            raise RlboundError(f"vLLM could not prepare the images of request {request.key!r}: "
+                               f"{one_line(err)}") from err
+
     # ----------------------------------------------------------------------------- requests
     def _drive(self, work: Iterable[tuple[Hashable, list[int], Any]]) -> Iterator[tuple[Hashable, Any]]:
-        """Run ``(key, prompt ids, vllm SamplingParams)`` work items, at most ``max_in_flight`` at
-        once, pulling more as others finish; yield ``(key, RequestOutput)`` as each finishes.
+        """Run ``(key, prompt ids or a prepared multimodal input, vllm SamplingParams)`` work
+        items, at most ``max_in_flight`` at once, pulling more as others finish; yield
+        ``(key, RequestOutput)`` as each finishes.
         Requests still in flight when the caller stops early are aborted."""
         if self._closed:
             raise RlboundError("the vllm engine was closed; load it again")
@@ -323,8 +377,9 @@ class VLLMEngine(Engine):
                         break
                     key, ids, params = item
                     request_id = str(next(self._request_ids))
+                    prompt = self._tokens_input(ids) if isinstance(ids, list) else ids
                     try:
-                        engine.add_request(request_id, self._tokens_input(ids), params)
+                        engine.add_request(request_id, prompt, params)
                     except ValueError as err:  # vLLM's validation errors (a prompt too long, ...)
                         raise RlboundError(f"vLLM refused a request: {one_line(err)}") from err
                     pending[request_id] = key
@@ -377,8 +432,8 @@ class VLLMEngine(Engine):
                params: SamplingParams) -> Iterator[tuple[SampleRequest, Sample]]:
         """Yield ``(request, sample)`` as completions finish, keeping up to ``max_in_flight``
         requests in vLLM and pulling new ones from ``requests`` as others finish."""
-        work = ((request, self.encode_prompt(request.prompt), self._sampling_params(params, request.seed))
-                for request in requests)
+        work = ((request, self._image_input(request) if request.images else self.encode_prompt(request.prompt),
+                 self._sampling_params(params, request.seed)) for request in requests)
         for request, output in self._drive(work):
             yield request, self._sample(output)
 

@@ -184,6 +184,7 @@ def _sampling_params(config: LabConfig, temperature: float | None = None):
 def _finetune_on_correct(config: LabConfig, which: str, sampler_dir: str, student_dir: str,
                          offset: int, path: Path) -> dict:
     """Sample ``sampler_dir`` on fresh training problems; fine-tune ``student_dir`` on the correct."""
+    from rlbound.distill import correct_examples
     from rlbound.engines.base import load_engine
     from rlbound.engines.tiny.train import train_next_token
     from rlbound.sampler import sample_run
@@ -204,8 +205,7 @@ def _finetune_on_correct(config: LabConfig, which: str, sampler_dir: str, studen
         prompts = {p.id: template.render(p.prompt) for p in task.problems}
         rows = load_run(run_dir).table.to_pylist()
         offered += len(rows)
-        pairs += [(prompts[r["problem_id"]], r["completion"]) for r in rows
-                  if r["correct"] and r["finish_reason"] == "stop"]
+        pairs += correct_examples(rows, prompts)  # the rule `rlbound distill` applies
     if not pairs:
         raise RlboundError(f"{which}: no training sample was correct, nothing to fine-tune on; "
                            "train the sampling model longer")

@@ -12,7 +12,8 @@ empirical support and ΔSE per comparison under ``support_comparisons``, answer 
 per run under ``entropy``; the PPL distribution per (scored run, scorer) under ``perplexity``;
 honesty warnings under ``warnings``; reasoning-pattern rates per run under ``reasoning_patterns``;
 pass@1 / pass@k per problem group under ``groups`` (null without the ``groups`` hook); the
-caller's pipeline stages under ``stages``),
+caller's pipeline stages under ``stages``; per run graded by ``qa`` / ``qa-judge``, SimpleQA's
+correct, incorrect, not attempted, correct given attempted and F-score under ``simpleqa``),
 ``passk.csv`` (run,k,mean,lo,hi) and ``per_problem.csv`` (run,problem_id,n,c).
 
 What it does not do: no statistics of its own (those live in ``rlbound.analysis``), no reading
@@ -37,7 +38,8 @@ from rlbound.analysis.coverage import Coverage, coverage
 from rlbound.analysis.efficiency import DEFAULT_K_REF, SamplingEfficiencyGap, sampling_efficiency_gap
 from rlbound.analysis.entropy import AnswerEntropy, TokenEntropy, answer_entropy_run, token_entropy
 from rlbound.analysis.groups import GroupResults, group_pass_at_k
-from rlbound.analysis.honesty import HonestyWarning, code_warnings, run_warnings
+from rlbound.analysis.honesty import (HonestyWarning, code_warnings, multiple_choice_counts,
+                                      multiple_choice_warnings, run_warnings)
 from rlbound.analysis.patterns import PatternRates, reasoning_patterns_run
 from rlbound.analysis.passk import (
     ACCURACY_BINS,
@@ -50,6 +52,7 @@ from rlbound.analysis.passk import (
     pass_at_k_curve,
 )
 from rlbound.analysis.perplexity import PerplexitySummary, SampleScores, perplexity_summary
+from rlbound.analysis.qa import QAMetrics, is_qa_run, qa_metrics
 from rlbound.analysis.samples import RunSamples, match_problem_ids
 from rlbound.analysis.support import EmpiricalSupport, empirical_support
 from rlbound.atomic import atomic_write_text
@@ -77,6 +80,9 @@ class RunSummary:
     token_entropy: TokenEntropy | None = None
     base_curve: PassAtKCurve | None = None
     """pass@k on the base tests alone (code benchmarks with a base subset), else None."""
+    qa: QAMetrics | None = None
+    """SimpleQA's numbers (correct, incorrect, not attempted, F-score) for runs graded by the qa or
+    qa-judge verifier, else None."""
 
     @property
     def k_max(self) -> int:
@@ -143,6 +149,12 @@ def _meta_field(meta: dict[str, Any], key: str) -> str | None:
     return None
 
 
+def _multiple_choice_dict(meta: dict[str, Any]) -> dict[str, int] | None:
+    """Multiple-choice items a visual run dropped and kept (None for other tasks)."""
+    counts = multiple_choice_counts(meta)
+    return None if counts is None else {"dropped": counts[0], "kept": counts[1]}
+
+
 def _check_runs(runs: Sequence[RunSamples]) -> None:
     if not runs:
         raise RlboundError("report: no runs given")
@@ -150,6 +162,9 @@ def _check_runs(runs: Sequence[RunSamples]) -> None:
     dup = sorted({x for x in labels if labels.count(x) > 1})
     if dup:
         raise RlboundError(f"report: run label {dup[0]!r} is used by more than one run; labels must be unique")
+    from rlbound.store import check_same_problems
+
+    check_same_problems([(r.label, r.meta) for r in runs])
 
 
 def _pass1_on_common(a: RunSamples, b: RunSamples) -> tuple[float, float]:
@@ -234,6 +249,8 @@ def build_report_data(
                 pass_at_k_curve(run.base_view(), extra_ks=extra, n_boot=n_boot, ci=ci, seed=seed)
                 if run.correct_base else None,
             ))
+            if is_qa_run(meta) and len(run.statuses) == len(run.problem_ids):
+                summaries[-1].qa = qa_metrics(run, n_boot=n_boot, ci=ci, seed=seed)
             bar.advance()
         ref = runs[0]
         for run in runs[1:]:
@@ -248,6 +265,7 @@ def build_report_data(
     data = ReportData(title or default_title, summaries, comparisons, extra, int(n_boot), float(ci), int(seed))
     data.warnings = [w for s in summaries for w in run_warnings(s.label, s.curve.n, s.curve.c, s.verify_statuses, extra)]
     data.warnings += [w for s in summaries for w in code_warnings(s.label, s.meta, s.verify_statuses)]
+    data.warnings += [w for s in summaries for w in multiple_choice_warnings(s.label, s.meta)]
     data.patterns = [reasoning_patterns_run(run, n_boot=n_boot, ci=ci, seed=seed) for run in runs]
     if groups is not None:
         data.groups = group_pass_at_k(runs, groups, n_boot=n_boot, ci=ci, seed=seed)
@@ -324,6 +342,8 @@ def results_dict(data: ReportData) -> dict[str, Any]:
             "maj_at_k": s.maj.to_dict(),
             "verify_statuses": s.verify_statuses,
             "pass_at_k_base_tests": s.base_curve.to_dict()["points"] if s.base_curve is not None else None,
+            "simpleqa": s.qa.to_dict() if s.qa is not None else None,
+            "multiple_choice": _multiple_choice_dict(s.meta),
             "accuracy_histogram": {"bins": ACCURACY_BINS, "counts": s.histogram},
             "per_problem": [
                 {"problem_id": p, "n": int(n), "c": int(c)}

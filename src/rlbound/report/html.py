@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from rlbound import __version__
+from rlbound.analysis.honesty import multiple_choice_counts
 from rlbound.analysis.passk import ACCURACY_BINS
 from rlbound.analysis.perplexity import SampleScores
 from rlbound.analysis.samples import RunSamples
@@ -112,6 +113,20 @@ def _summary_table(data: ReportData) -> str:
     return f"<table><tr>{ths}</tr>{''.join(rows)}</table>"
 
 
+def _multiple_choice_note(data: ReportData) -> str:
+    """How many multiple-choice items each visual run dropped or kept ("" for other tasks)."""
+    parts = []
+    for s in data.runs:
+        counts = multiple_choice_counts(s.meta)
+        if counts is not None:
+            parts.append(f"{_e(s.label)}: {counts[0]} dropped, {counts[1]} kept")
+    if not parts:
+        return ""
+    return ('<p class="note" id="multiple-choice">Multiple-choice items (visual benchmarks): '
+            + "; ".join(parts) + ". The large-k studies drop them (task option drop_multiple_choice, "
+            "on by default): at large k guessing among the options solves them.</p>")
+
+
 def _base_tests_table(data: ReportData) -> str:
     """pass@1 and pass@k on the base tests alone, for code runs that have them ("" otherwise)."""
     rows = []
@@ -130,6 +145,27 @@ def _base_tests_table(data: ReportData) -> str:
             "(HumanEval's and MBPP's original tests, or a stdin/stdout task's public tests); the tables above "
             "grade on every test (the \"plus\" verdict).</p><table><tr><th class=\"l\">run</th>"
             "<th>pass@1 (base)</th><th>pass@k (base)</th><th>pass@1 (all tests)</th></tr>"
+            + "".join(rows) + "</table>")
+
+
+def _qa_table(data: ReportData) -> str:
+    """SimpleQA's numbers for runs graded by the qa / qa-judge verifiers ("" when there are none)."""
+    rows = []
+    for s in data.runs:
+        q = s.qa
+        if q is None:
+            continue
+        cells = "".join(f"<td>{_val_or_na(r.mean, r.lo, r.hi)}</td>" for r in (
+            q.correct, q.incorrect, q.not_attempted, q.correct_given_attempted, q.f_score))
+        rows.append(f'<tr><td class="l">{_e(s.label)}</td>{cells}<td>{q.failed_checks}</td></tr>')
+    if not rows:
+        return ""
+    return ("<h3>Factual QA (SimpleQA's numbers)</h3><p class=\"note\">Per-problem fractions of samples, averaged "
+            "over problems. Not attempted: answers that decline (\"I don't know\") or are empty; correct given "
+            "attempted = correct / (correct + incorrect); F-score: harmonic mean of correct and correct given "
+            "attempted. Failed checks (status error or timeout, e.g. a judge reply that was no verdict) count as "
+            "incorrect.</p><table><tr><th class=\"l\">run</th><th>correct</th><th>incorrect</th>"
+            "<th>not attempted</th><th>correct given attempted</th><th>F-score</th><th>failed checks</th></tr>"
             + "".join(rows) + "</table>")
 
 
@@ -439,6 +475,8 @@ Numbers in brackets are interval bounds. Machine-readable copies: results.json, 
 <h2>Summary</h2>
 {_summary_table(data)}
 {_base_tests_table(data)}
+{_multiple_choice_note(data)}
+{_qa_table(data)}
 <p class="note">k max is each run's smallest per-problem n; maj@k: majority vote over the first k samples
 (unanswered samples do not vote; ties go to the answer seen first).</p>
 <h2>pass@k curves</h2>

@@ -17,12 +17,18 @@ from rlbound.registry import Registry
 
 @dataclass(frozen=True)
 class Problem:
-    """One problem: a stable ``id``, the question text, the reference answer, free metadata."""
+    """One problem: a stable ``id``, the question text, the reference answer, free metadata.
+
+    ``images`` (visual tasks) are the problem's images, in the order the prompt refers to them:
+    absolute file paths or encoded image bytes (PNG, JPEG, ...; see :mod:`rlbound.images`).
+    Only engines that take images (``hf`` with an image-text model, ``vllm``) accept them.
+    """
 
     id: str
     prompt: str
     reference: str
     metadata: dict[str, Any] = field(default_factory=dict)
+    images: tuple[str | bytes, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -38,9 +44,41 @@ class Task:
     verifier: str
     template: str
     options: dict[str, Any] = field(default_factory=dict)
+    source: dict[str, Any] = field(default_factory=dict)
+    """Where the problems were read from (a named benchmark's file or hub dataset and revision);
+    recorded in ``run.json`` as ``task_source`` but not compared on resume: the problems' sha256
+    (:func:`problems_sha256`) is what must match."""
 
     def __len__(self) -> int:
         return len(self.problems)
+
+
+def problems_sha256(problems: tuple[Problem, ...] | list[Problem]) -> str:
+    """The sha256 of the problems' ids, prompts and references (and images, where they carry
+    any), in id order: two runs with equal digests sampled the same problems."""
+    import hashlib
+    import json
+
+    digest = hashlib.sha256()
+    for problem in sorted(problems, key=lambda p: p.id):
+        digest.update(json.dumps([problem.id, problem.prompt, problem.reference]).encode())
+        for image in getattr(problem, "images", ()) or ():
+            digest.update(_image_digest(image).encode())
+    return digest.hexdigest()
+
+
+def _image_digest(image: Any) -> str:
+    """A digest of one problem image: its bytes where they are at hand, else its text form."""
+    import hashlib
+    from pathlib import Path
+
+    if isinstance(image, (bytes, bytearray)):
+        return hashlib.sha256(image).hexdigest()
+    if isinstance(image, dict) and isinstance(image.get("bytes"), (bytes, bytearray)):
+        return hashlib.sha256(image["bytes"]).hexdigest()
+    if isinstance(image, (str, Path)) and Path(image).is_file():
+        return hashlib.sha256(Path(image).read_bytes()).hexdigest()
+    return hashlib.sha256(str(image).encode()).hexdigest()
 
 
 TaskFactory = Callable[..., Task]
@@ -51,11 +89,10 @@ TASKS: Registry[TaskFactory] = Registry(
         "file": "rlbound.tasks.files",
         "countdown": "rlbound.lab.world",
         "programs": "rlbound.lab.world",
-        "humaneval": "rlbound.tasks.code",
-        "humaneval_plus": "rlbound.tasks.code",
-        "mbpp": "rlbound.tasks.code",
-        "mbpp_plus": "rlbound.tasks.code",
         "code_stdio": "rlbound.tasks.code",
+        **{name: "rlbound.tasks.benchmarks" for name in (
+            "math500", "aime24", "aime25", "amc23", "minerva", "olympiadbench", "gsm8k", "humaneval",
+            "humaneval_plus", "mbpp", "mbpp_plus", "livecodebench", "mathvista", "mathvision", "simpleqa")},
     },
 )
 register_task = TASKS.register

@@ -1,6 +1,7 @@
 """Code tasks: HumanEval(+), MBPP(+) and stdin/stdout problem files, graded by the code verifier.
 
-Tasks (each takes ``path``, the benchmark file; without it, ``$RLBOUND_DATA/code/<file>``):
+Task builders (each takes ``path``, the benchmark file; the names ``humaneval``, ``humaneval_plus``,
+``mbpp`` and ``mbpp_plus`` are registered by :mod:`rlbound.tasks.benchmarks`, which finds the file):
 
 * ``humaneval`` / ``humaneval_plus``: ``HumanEvalPlus.jsonl.gz`` (evalplus's release). ``humaneval``
   grades on the base inputs, which are the original HumanEval tests' inputs, held as data;
@@ -102,16 +103,12 @@ def cache_dir() -> Path:
 
 
 def _data_file(path: str | None, filename: str, task: str) -> Path:
-    if path:
-        file = Path(path)
-        if not file.is_file():
-            raise RlboundError(f"tasks file '{path}' not found")
-        return file
-    root = os.environ.get("RLBOUND_DATA")
-    if root and (Path(root) / "code" / filename).is_file():
-        return Path(root) / "code" / filename
-    raise RlboundError(f"task {task} needs its file: pass -O path=FILE, or put {filename} in "
-                       f"$RLBOUND_DATA/code/ (RLBOUND_DATA is {root or 'not set'})")
+    if not path:
+        raise RlboundError(f"task {task} needs its file: pass -O path=FILE" + (f" ({filename})" if filename else ""))
+    file = Path(path)
+    if not file.is_file():
+        raise RlboundError(f"tasks file '{path}' not found")
+    return file
 
 
 # --- expected outputs ----------------------------------------------------------------------------
@@ -250,19 +247,16 @@ def evalplus_task(name: str, dataset: str, default_file: str, plus: bool, path: 
                 options={"path": str(file.resolve()), "limit": limit})
 
 
-@register_task("humaneval")
 def humaneval(path: str | None = None, limit: int | None = None, template: str = "code-complete",
               sandbox: bool = True) -> Task:
     return evalplus_task("humaneval", "humaneval", HUMANEVAL_PLUS_FILE, False, path, limit, template, sandbox)
 
 
-@register_task("humaneval_plus")
 def humaneval_plus(path: str | None = None, limit: int | None = None, template: str = "code-complete",
                    sandbox: bool = True) -> Task:
     return evalplus_task("humaneval_plus", "humaneval", HUMANEVAL_PLUS_FILE, True, path, limit, template, sandbox)
 
 
-@register_task("mbpp")
 def mbpp(path: str | None = None, limit: int | None = None, template: str = "code-complete",
          sandbox: bool = True, split: str = "test") -> Task:
     """MBPP: the original file (``mbpp.jsonl``, the default) or MBPP+'s base inputs."""
@@ -343,13 +337,21 @@ def original_mbpp(file: Path, limit: int | None, template: str, split: str, sand
                 options={"path": str(file.resolve()), "limit": limit, "split": split})
 
 
-@register_task("mbpp_plus")
 def mbpp_plus(path: str | None = None, limit: int | None = None, template: str = "code-complete",
               sandbox: bool = True) -> Task:
     return evalplus_task("mbpp_plus", "mbpp", MBPP_PLUS_FILE, True, path, limit, template, sandbox)
 
 
 # --- stdin/stdout tasks --------------------------------------------------------------------------
+
+
+def stdio_problem(pid: str, prompt: str, tests: list[tuple[str, str]], n_public: int,
+                  time_limit_s: float | None, metadata: dict[str, Any] | None = None) -> Problem:
+    """A stdin/stdout problem: ``tests`` are (input, expected output) pairs, the first
+    ``n_public`` of them the base subset (none when 0)."""
+    spec = {"kind": "stdio", "inputs": [t[0] for t in tests], "expected": [t[1] for t in tests],
+            "base": n_public or None, "time_limit_s": time_limit_s}
+    return Problem(pid, prompt, json.dumps(spec), {"tests": len(tests), **(metadata or {})})
 
 
 @register_task("code_stdio")
@@ -378,10 +380,8 @@ def code_stdio(path: str, id_field: str = "id", prompt_field: str = "prompt", te
         if pid in seen:
             raise RlboundError(f"{where}: duplicate problem id {pid!r} (first at line {seen[pid]})")
         seen[pid] = lineno
-        spec = {"kind": "stdio", "inputs": [str(t[input_field]) for t in tests],
-                "expected": [str(t[output_field]) for t in tests], "base": len(public) if public else None,
-                "time_limit_s": time_limit_s}
-        problems.append(Problem(pid, str(record[prompt_field]), json.dumps(spec), {"tests": len(tests)}))
+        problems.append(stdio_problem(pid, str(record[prompt_field]), [(str(t[input_field]), str(t[output_field]))
+                                                                    for t in tests], len(public), time_limit_s))
         if limit is not None and len(problems) >= limit:
             break
     if not problems:

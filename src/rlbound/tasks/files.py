@@ -1,4 +1,4 @@
-"""The file task: benchmark problems from a local JSONL, JSON or Parquet file.
+"""The file task: benchmark problems from a local JSONL, JSON, CSV or Parquet file.
 
 Field names are configurable and default to the common ones (``problem``/``question``,
 ``answer``/``final_answer``, ``id``/``unique_id``/``idx``). The reference answer is taken from the
@@ -11,17 +11,20 @@ answer field as given, or embedded in a longer text:
 
 List answers (OlympiadBench's ``final_answer``) are joined with ", ". Every problem a user can
 fix is reported with the file and line: ``tasks file 'x.jsonl' line 17: missing field "answer"``.
-Hub datasets are not fetched here; download them to a file first.
+Hub datasets are not fetched here; download them to a file first. With ``image_field`` problems
+carry images (visual tasks; :mod:`rlbound.images` says which forms a field may hold).
 """
 
 from __future__ import annotations
 
+import csv
 import gzip
 import json
 from pathlib import Path
 from typing import Any, Iterator
 
 from rlbound.errors import RlboundError
+from rlbound.images import record_images
 from rlbound.tasks.base import Problem, Task, register_task
 
 QUESTION_FIELDS = ("problem", "question", "prompt", "input", "text")
@@ -45,7 +48,15 @@ def _read_records(path: Path) -> Iterator[tuple[int, Any]]:
         return
     opener = gzip.open if name.endswith(".gz") else open
     try:
-        with opener(path, "rt", encoding="utf-8") as fh:
+        with opener(path, "rt", encoding="utf-8", newline="" if ".csv" in name else None) as fh:
+            if name.endswith(".csv") or name.endswith(".csv.gz"):
+                try:
+                    # line numbers count the header as line 1, as an editor shows them
+                    for i, record in enumerate(csv.DictReader(fh), start=2):
+                        yield i, record
+                except csv.Error as exc:
+                    raise RlboundError(f"tasks file '{path}': not a readable CSV file ({exc})") from None
+                return
             if name.endswith(".json") or name.endswith(".json.gz"):
                 try:
                     data = json.load(fh)
@@ -121,8 +132,14 @@ def file_task(
     limit: int | None = None,
     verifier: str = "math",
     template: str = "qwen-boxed",
+    image_field: str | None = None,
 ) -> Task:
-    """Problems from ``path``; see the module docstring for the field and answer options."""
+    """Problems from ``path``; see the module docstring for the field and answer options.
+
+    ``image_field`` names the field holding each problem's image or list of images (paths
+    relative to the file's folder, bytes, ``{"bytes": ...}`` dicts, base64 data URLs; see
+    :func:`rlbound.images.image_source`); a null or empty value means no image.
+    """
     file = Path(path)
     if not file.is_file():
         raise RlboundError(f"tasks file '{path}' not found")
@@ -153,8 +170,14 @@ def file_task(
         if pid in seen:
             raise RlboundError(f"{where}: duplicate problem id {pid!r} (first at line {seen[pid]})")
         seen[pid] = lineno
-        metadata = {k: v for k, v in record.items() if k not in (q_field, a_field) and _small(v)}
-        problems.append(Problem(pid, _as_text(record[q_field]), reference, metadata))
+        images: tuple = ()
+        if image_field is not None:
+            if image_field not in record:
+                raise RlboundError(f'{where}: missing field "{image_field}"')
+            images = record_images(record[image_field], file.parent, where)
+        metadata = {k: v for k, v in record.items()
+                    if k not in (q_field, a_field, image_field) and _small(v)}
+        problems.append(Problem(pid, _as_text(record[q_field]), reference, metadata, images))
         if limit is not None and len(problems) >= limit:
             break
     if not problems:
@@ -171,6 +194,7 @@ def file_task(
             "id_field": id_field,
             "answer_format": answer_format,
             "limit": limit,
+            **({"image_field": image_field} if image_field is not None else {}),
         },
     )
 

@@ -8,6 +8,8 @@ A template turns a problem's question text into the exact prompt string an engin
   ``\\boxed{}`` answer (the prompt used in the large-k pass@k studies of Qwen models);
 * ``r1``: the DeepSeek-R1-Zero prompt with ``<think>`` / ``<answer>`` tags;
 * ``chat``: the model's own chat template (from its tokenizer), with the boxed-answer instruction;
+* ``qa-short``: the model's chat template, asking for a short factual answer on an ``Answer:`` line
+  (SimpleQA; saying "I don't know" is allowed and graded as not attempted);
 * ``code-complete``: the problem's text unchanged, for completion-style code models (HumanEval's
   prompt is the function's signature and docstring: the model continues it);
 * ``code-instruct``: the model's chat template, asking for a complete Python program in one
@@ -27,6 +29,10 @@ if TYPE_CHECKING:
 BOXED_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
 CODE_INSTRUCTION = ("Solve the following problem in Python 3 using only the standard library. Reply with "
                     "the complete program in a single ```python code block.")
+
+
+QA_INSTRUCTION = ("Answer the following question with a short answer (a name, a number, a date or a few "
+                  "words), on a line of its own starting with \"Answer:\". If you do not know, say so.")
 
 
 @dataclass(frozen=True)
@@ -74,6 +80,7 @@ _add(
     )
 )
 _add(PromptTemplate("chat", "{question}\n" + BOXED_INSTRUCTION, chat=True))
+_add(PromptTemplate("qa-short", QA_INSTRUCTION + "\n\n{question}", chat=True))
 _add(PromptTemplate("code-complete", "{question}"))
 _add(PromptTemplate("code-instruct", CODE_INSTRUCTION + "\n\n{question}", chat=True))
 

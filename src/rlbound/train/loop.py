@@ -190,10 +190,10 @@ def train_rl(model: str | Path, tasks: Task | Sequence[Task], config: TrainerCon
                 reference = policy.frozen_copy()
             picked, order = _next_batch(order, len(problems), config.prompts_per_step, generator)
             batch = [problems[i] for i in picked]
-            prompts = [template_of[p.id].render(p.prompt) for p in batch]
+            engine_now = policy.engine()
+            prompts = [template_of[p.id].render(p.prompt, engine_now) for p in batch]  # chat: the policy's format
             seeds = [[sample_seed(config.seed * 1_000_003 + step, p.id, j) for j in range(config.group_size)]
                      for p in batch]
-            engine_now = policy.engine()
             rollouts = engine_now.generate(prompts, params, seeds)
             samples = [s for group in rollouts for s in group]
             groups = torch.tensor([g for g in range(len(batch)) for _ in range(config.group_size)])
@@ -272,6 +272,20 @@ def _next_batch(order: list[int], n: int, size: int, generator) -> tuple[list[in
     return picked, order
 
 
+def training_rows(policy, conditioning: str, prompt_ids, response_ids):
+    """(ids, response mask, attention mask) of the rows the loss is computed on.
+
+    ``prompt_ids`` are the ids the engine fed when it sampled (``policy.encode_prompt``: BOS
+    included where the engine adds one), so ``"prompt"`` rows are exactly the sampled context
+    followed by the response; ``"response_only"`` rows (PreRL) are ``BOS + response``.
+    """
+    bos = policy.bos_id if conditioning == "response_only" else None
+    ids, mask, _ = policy_inputs(prompt_ids, response_ids, conditioning, bos, policy.pad_id)
+    lengths = [len(r) + (len(p) if conditioning == "prompt" else 1) for p, r in zip(prompt_ids, response_ids)]
+    attention = (torch.arange(ids.shape[1])[None, :] < torch.tensor(lengths)[:, None]).long()
+    return ids, mask, attention
+
+
 def _update(policy, reference, critic, optimizer, critic_opt, algo, config, step, prompt_ids, response_ids,
             keep, seq_adv, rewards) -> dict:
     """One rollout batch's optimiser steps; returns the batch's loss metrics."""
@@ -280,10 +294,7 @@ def _update(policy, reference, critic, optimizer, critic_opt, algo, config, step
     response_ids = [response_ids[i] for i in rows]
     if algo.conditioning == "response_only" and policy.bos_id is None:
         raise RlboundError("train: PreRL needs a BOS token to condition on; this tokenizer has none")
-    ids, mask, _ = policy_inputs(prompt_ids, response_ids, algo.conditioning, policy.bos_id, policy.pad_id)
-    attention = (torch.arange(ids.shape[1])[None, :] < torch.tensor(
-        [len(r) + (len(p) if algo.conditioning == "prompt" else 1) for p, r in zip(prompt_ids, response_ids)]
-    )[:, None]).long()
+    ids, mask, attention = training_rows(policy, algo.conditioning, prompt_ids, response_ids)
     mask_f = mask.float()
     with torch.no_grad():
         old_logp = gather_logprobs(policy.logits(ids, attention), ids, mask)

@@ -5,6 +5,8 @@ A :class:`Policy` gives the training loop what it needs and nothing more:
 * ``engine()``: an engine over the *same* weights, for rollouts (no copy; generation runs under
   ``inference_mode`` and puts the model back in training mode);
 * ``encode_prompt(text)``: the token ids the engine feeds for a rendered prompt (with BOS);
+* ``encode_completion(text)``: a completion's token ids followed by EOS (what supervised
+  fine-tuning learns, :mod:`rlbound.train.sft`);
 * ``logits(ids, attention_mask)``: a differentiable forward pass over right-padded rows;
 * ``hidden(ids, attention_mask)``: the last hidden states (for a PPO value head);
 * ``bos_id`` / ``pad_id``; ``frozen_copy()`` (the KL reference); ``save(dir)``.
@@ -35,6 +37,9 @@ class Policy:
         raise NotImplementedError
 
     def encode_prompt(self, text: str) -> list[int]:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def encode_completion(self, text: str) -> list[int]:  # pragma: no cover - interface
         raise NotImplementedError
 
     def logits(self, ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:  # pragma: no cover
@@ -75,6 +80,9 @@ class TinyPolicy(Policy):
     def encode_prompt(self, text: str) -> list[int]:
         return self.tokenizer.encode(text, bos=True)
 
+    def encode_completion(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text, eos=True)
+
     def logits(self, ids, attention_mask):
         return self.model(ids)  # right padding: causal attention never looks at later pads
 
@@ -104,6 +112,13 @@ class HFPolicy(Policy):
     def encode_prompt(self, text: str) -> list[int]:
         return self._engine.encode_prompt(text)
 
+    def encode_completion(self, text: str) -> list[int]:
+        eos = self.tokenizer.eos_token_id
+        eos = eos if eos is not None else min(self._engine.eos_ids, default=None)
+        if eos is None:
+            raise RlboundError(f"model '{self.source}' has no end-of-sequence token to learn to stop with")
+        return self._engine.encode_completion(text) + [int(eos)]
+
     def logits(self, ids, attention_mask):
         return self.model(input_ids=ids, attention_mask=attention_mask).logits.float()
 
@@ -123,9 +138,23 @@ class HFPolicy(Policy):
     def save(self, out_dir, meta):
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
+        _forget_dequantized_gguf(self.model)
         self.model.save_pretrained(out)
         self.tokenizer.save_pretrained(out)
         (out / "rlbound_training.json").write_text(__import__("json").dumps(meta, indent=1) + "\n")
+
+
+def _forget_dequantized_gguf(model) -> None:
+    """A model loaded from a ``.gguf`` file whose weights were all dequantized to plain float
+    tensors (transformers' GGUF loader without GGUF kernels) still carries its GGUF quantizer,
+    and ``save_pretrained`` refuses it; its weights are an ordinary float model, saved as one."""
+    quantizer = getattr(model, "hf_quantizer", None)
+    config = getattr(quantizer, "quantization_config", None)
+    if str(getattr(getattr(config, "quant_method", None), "value", "")) != "gguf":
+        return
+    if getattr(quantizer, "quantized", None) or not all(p.dtype.is_floating_point for p in model.parameters()):
+        return  # weights kept in GGUF blocks: not a plain model (save_pretrained says why)
+    quantizer.remove_quantization_config(model)
 
 
 def load_policy(model: str | Path, engine: str = "tiny", device: str = "cpu") -> Policy:

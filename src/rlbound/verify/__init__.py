@@ -9,6 +9,7 @@ from rlbound.verify import exact, math  # noqa: F401 - importing registers the v
 from rlbound.verify.base import (
     STATUS_ERROR,
     STATUS_NO_ANSWER,
+    STATUS_NOT_ATTEMPTED,
     STATUS_OK,
     STATUS_TIMEOUT,
     STATUSES,
@@ -33,6 +34,7 @@ __all__ = [
     "STATUSES",
     "STATUS_ERROR",
     "STATUS_NO_ANSWER",
+    "STATUS_NOT_ATTEMPTED",
     "STATUS_OK",
     "STATUS_TIMEOUT",
     "VERIFIERS",

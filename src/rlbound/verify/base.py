@@ -18,8 +18,14 @@ Statuses: ``ok`` (checked; ``correct`` says the result), ``no_answer`` (nothing 
 ``timeout`` (the hard limit killed the check) and ``error`` (the check raised, or the program
 under test crashed). Code verification adds ``memory`` (the program passed its memory limit),
 ``output_limit`` (it printed past its cap) and ``sandbox_error`` (the sandbox itself failed: not
-the program's fault; such checks are never cached, and reports flag them). Everything but ``ok``
-counts as incorrect and is reported.
+the program's fault; such checks are never cached, and reports flag them). Factual QA adds
+``not_attempted`` (the answer declines: "I don't know"; graded by the ``qa`` rules or the
+``qa-judge`` judge), which SimpleQA's numbers keep apart from wrong attempts. Everything but
+``ok`` counts as incorrect and is reported.
+
+:meth:`Verifier.reference_for` is the reference string a verifier grades a problem against; by
+default the problem's ``reference``. The QA judge adds the question to it (it grades
+(question, gold, answer) triples), so the question is part of the cache key.
 """
 
 from __future__ import annotations
@@ -37,8 +43,9 @@ STATUS_ERROR = "error"
 STATUS_MEMORY = "memory"
 STATUS_OUTPUT_LIMIT = "output_limit"
 STATUS_SANDBOX_ERROR = "sandbox_error"
+STATUS_NOT_ATTEMPTED = "not_attempted"
 STATUSES = (STATUS_OK, STATUS_NO_ANSWER, STATUS_TIMEOUT, STATUS_ERROR, STATUS_MEMORY,
-            STATUS_OUTPUT_LIMIT, STATUS_SANDBOX_ERROR)
+            STATUS_OUTPUT_LIMIT, STATUS_SANDBOX_ERROR, STATUS_NOT_ATTEMPTED)
 
 
 @dataclass(frozen=True)
@@ -93,6 +100,11 @@ class Verifier(ABC):
         sample's included, carries ``correct_base``)."""
         return False
 
+    def reference_for(self, problem: Any) -> str:
+        """The reference string that answers to ``problem`` (a :class:`rlbound.tasks.base.Problem`)
+        are graded against; callers that hold problems pass this to :func:`verify_batch`."""
+        return problem.reference
+
     def normalise(self, answer: str) -> str:
         """The cache key form of an answer: answers with equal keys get the same verdict."""
         return " ".join(answer.split())
@@ -110,6 +122,8 @@ VERIFIERS: Registry[VerifierFactory] = Registry(
         "exact": "rlbound.verify.exact",
         "code": "rlbound.verify.code",
         "countdown": "rlbound.lab.countdown",
+        "qa": "rlbound.verify.qa",
+        "qa-judge": "rlbound.verify.qa_judge",
     },
 )
 register_verifier = VERIFIERS.register

@@ -15,7 +15,12 @@
    is capped at ``memory_limit_mb``, 4 GiB by default), and its worker is replaced.
 
 Verifiers that declare ``cheap = True`` (the exact verifier) run inline, with no pool and no
-time limit; so does any batch whose keys are all cached, which never starts a worker.
+time limit; so does any batch whose keys are all cached, which never starts a worker. Verifiers
+that define ``check_many(pairs)`` (the QA judge, which sends its checks to a server concurrently)
+get the batch's uncached ``(reference, answer key)`` pairs at once, in the calling process, and
+yield ``(index, CheckResult)`` as each finishes; they keep their own time limits, and an
+:class:`~rlbound.errors.RlboundError` they raise (the judge server is gone) ends the call with
+that error rather than grading anything silently.
 
 How workers start: each is a fresh interpreter (``sys.executable``) running
 :mod:`rlbound.verify.worker`, talking to the pool over its standard input and output. It is never
@@ -520,6 +525,9 @@ def verify_batch(
         if getattr(verifier, "cheap", False):
             for task, (reference, key) in enumerate(to_check):
                 record(task, _check_inline(verifier, reference, key))
+        elif to_check and hasattr(verifier, "check_many"):
+            for task, result in verifier.check_many(to_check):
+                record(task, result)
         elif to_check:
             (pool or default_pool()).run(
                 verifier, to_check, timeout_s, record, workers=workers, memory_limit_mb=memory_limit_mb

@@ -2,8 +2,9 @@
 
 * :func:`train_next_token` fits a tiny model (fresh, in memory, or from a model directory) on
   texts or (prompt, completion) pairs with AdamW, linear warm-up then cosine decay, gradient
-  clipping and a progress bar showing the loss; it can save the result (and the optimizer state,
-  for ``resume=True``).
+  clipping and a progress bar showing the loss (the loop is :func:`rlbound.train.sft.fit_sft`,
+  shared with ``rlbound distill``); it can save the result (and the optimizer state, for
+  ``resume=True``).
 * :func:`fit_arithmetic_model` builds the built-in arithmetic task's solution traces
   (prompt = the ``plain`` template, completion = the trace + EOS), fits a small model on problems
   drawn far from the evaluation indices, saves it, and measures held-out accuracy.
@@ -15,14 +16,12 @@ Runs are deterministic given ``seed`` on a fixed machine and thread count.
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence, Union
 
 import torch
-import torch.nn.functional as F
 
 from rlbound.engines.tiny.checkpoint import (
     load_model,
@@ -33,10 +32,11 @@ from rlbound.engines.tiny.checkpoint import (
 from rlbound.engines.tiny.model import TinyConfig, TinyLlama
 from rlbound.engines.tiny.tokenizer import CharTokenizer
 from rlbound.errors import RlboundError
-from rlbound.progress import progress
+from rlbound.train.sft import IGNORE, fit_sft, lr_at, sft_rows, tail_mean_loss
+
+__all__ = ["IGNORE", "TrainResult", "encode_examples", "fit_arithmetic_model", "lr_at", "train_next_token"]
 
 Example = Union[str, tuple[str, str]]
-IGNORE = -100
 
 ARITH_TRAIN_OFFSET = 1_000_000
 """Training problems of :func:`fit_arithmetic_model` start at this index; evaluation uses the
@@ -60,8 +60,7 @@ class TrainResult:
 
     @property
     def final_loss(self) -> float:
-        tail = self.losses[-max(1, len(self.losses) // 10):]
-        return float(sum(tail) / len(tail)) if tail else float("nan")
+        return tail_mean_loss(self.losses)
 
 
 def encode_examples(
@@ -86,28 +85,9 @@ def encode_examples(
             raise RlboundError(
                 f"training example {n} is {len(ids)} tokens, beyond max_seq_len {max_seq_len}"
             )
-        if start >= len(ids):
-            raise RlboundError(f"training example {n} has no tokens to learn")
         seqs.append(ids)
         starts.append(start)
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), tokenizer.pad_id, dtype=torch.long)
-    targets = torch.full((len(seqs), width), IGNORE, dtype=torch.long)
-    for r, (s, start) in enumerate(zip(seqs, starts)):
-        ids[r, : len(s)] = torch.tensor(s)
-        # position j predicts token j+1; learn tokens start .. len-1
-        targets[r, start - 1 : len(s) - 1] = torch.tensor(s[start:])
-    lengths = torch.tensor([len(s) for s in seqs])
-    return ids, targets, lengths
-
-
-def lr_at(step: int, steps: int, warmup: int, min_ratio: float) -> float:
-    """Learning-rate multiplier: linear warm-up over ``warmup`` steps, then cosine decay to
-    ``min_ratio`` at ``steps``."""
-    if step < warmup:
-        return (step + 1) / warmup
-    progress_frac = (step - warmup) / max(1, steps - warmup)
-    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress_frac)))
+    return sft_rows(seqs, starts, tokenizer.pad_id)
 
 
 def train_next_token(
@@ -172,69 +152,22 @@ def train_next_token(
             f"tokenizer has {tokenizer.vocab_size} tokens, model {model.config.vocab_size}"
         )
 
-    ids, targets, lengths = encode_examples(examples, tokenizer, model.config.max_seq_len, add_eos)
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
-    optimizer = torch.optim.AdamW(
-        [
-            {"params": decay, "weight_decay": weight_decay},
-            {"params": no_decay, "weight_decay": 0.0},
-        ],
-        lr=lr, betas=betas,
+    rows = encode_examples(examples, tokenizer, model.config.max_seq_len, add_eos)
+    fit = fit_sft(
+        model, model, rows, steps, batch_size, lr, warmup, weight_decay=weight_decay,
+        grad_clip=grad_clip, min_lr_ratio=min_lr_ratio, betas=betas, seed=seed, state=state,
+        stop_at=stop_at, description=description, checkpoint_every=checkpoint_every,
+        checkpoint=(lambda st: _save_checkpoint(checkpoint_dir, model, tokenizer, st))
+        if checkpoint_dir is not None else None,
     )
-    generator = torch.Generator().manual_seed(seed)
-    order = torch.empty(0, dtype=torch.long)  # the rest of the current epoch's shuffle
-    start_step = 0
-    if state is not None:
-        optimizer.load_state_dict(state["optimizer"])
-        generator.set_state(state["generator"])
-        order = state["order"]
-        start_step = int(state["step"])
-    end_step = steps if stop_at is None else min(steps, stop_at)
-
-    model.train()
-    result = TrainResult(model, tokenizer, model_dir=label)
-    t0 = time.perf_counter()
-    ema = None
-    with progress(description, total=end_step, unit="steps") as bar:
-        bar.advance(start_step)
-        for step in range(start_step, end_step):
-            if len(order) < batch_size:  # reshuffle: each epoch sees every example once
-                order = torch.cat([order, torch.randperm(len(ids), generator=generator)])
-            batch, order = order[:batch_size], order[batch_size:]
-            width = int(lengths[batch].max())
-            x, y = ids[batch, :width], targets[batch, :width]
-            for group in optimizer.param_groups:
-                group["lr"] = lr * lr_at(step, steps, warmup, min_lr_ratio)
-            logits = model(x)
-            loss = F.cross_entropy(
-                logits.view(-1, logits.shape[-1]), y.reshape(-1), ignore_index=IGNORE
-            )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-            optimizer.step()
-            value = loss.detach().item()
-            result.losses.append(value)
-            ema = value if ema is None else 0.95 * ema + 0.05 * value
-            bar.set_postfix(f"loss {ema:.4f}")
-            bar.advance(1)
-            if checkpoint_dir is not None and checkpoint_every > 0 and (step + 1) % checkpoint_every == 0 \
-                    and step + 1 < end_step:
-                _save_checkpoint(checkpoint_dir, model, tokenizer, {
-                    "optimizer": optimizer.state_dict(), "order": order,
-                    "generator": generator.get_state(), "step": step + 1})
-    model.eval()
-    result.steps = end_step
-    result.wall_s = time.perf_counter() - t0
+    result = TrainResult(model, tokenizer, losses=fit.losses, steps=fit.steps, wall_s=fit.wall_s,
+                         model_dir=label)
     if out_dir is not None:
-        meta = {"trained_steps": end_step, "schedule_steps": steps, "batch_size": batch_size,
+        meta = {"trained_steps": fit.steps, "schedule_steps": steps, "batch_size": batch_size,
                 "lr": lr, "warmup": warmup, "seed": seed, "final_loss": result.final_loss}
         save_model(model, tokenizer, out_dir, extra={"training": meta})
         if save_state:
-            save_training_state(out_dir, {"optimizer": optimizer.state_dict(), "order": order,
-                                          "generator": generator.get_state(), "step": end_step})
+            save_training_state(out_dir, fit.state)
         result.model_dir = str(out_dir)
     return result
 
