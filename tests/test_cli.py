@@ -6,8 +6,6 @@ import json
 import subprocess
 import sys
 
-import pytest
-
 
 def rlbound(*args, cwd=None, timeout=120):
     return subprocess.run(

@@ -9,7 +9,6 @@ import pytest
 from rlbound.errors import RlboundError
 from rlbound.lab.config import LabConfig, config_toml, load_config, preset
 from rlbound.lab.corpus import build_corpus, corpus_stats, lab_problem, lab_task
-from rlbound.lab.countdown import check_countdown
 from rlbound.lab.strategies import BACKTRACK_MARKER, CAPABLE, countdown_shape, program_class, write_trace
 from rlbound.lab.world import countdown_problem, program_problem
 from rlbound.verify import verify_batch

@@ -50,6 +50,14 @@ def _keys(run: Path) -> list[tuple[str, int]]:
     return list(zip(table.column("problem_id").to_pylist(), table.column("sample_idx").to_pylist()))
 
 
+def _recorded_pid(lock_path: Path) -> int | None:
+    """The pid in a lock file's holder record; None while it is missing, empty or half-written."""
+    try:
+        return json.loads(lock_path.read_text())["pid"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
     return _random_tiny_model(tmp_path_factory.mktemp("model") / "m", seed=0)
@@ -62,11 +70,11 @@ def test_second_sampler_of_a_run_is_refused_and_the_first_completes(tmp_path, ti
     first = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
     try:
         deadline = time.time() + 120
-        while not list((run / "samples").glob("part-*.parquet")):
+        while _recorded_pid(run / LOCK_FILE) != first.pid:  # it holds the lock (it may have written shards)
             assert first.poll() is None and time.time() < deadline, first.communicate()
-            time.sleep(0.02)
-        first.send_signal(signal.SIGSTOP)  # mid-run, holding the lock: the overlap is certain
-        assert json.loads((run / LOCK_FILE).read_text())["pid"] == first.pid
+            time.sleep(0.005)
+        first.send_signal(signal.SIGSTOP)  # holding the lock, stopped: the overlap is certain
+        assert _recorded_pid(run / LOCK_FILE) == first.pid and first.poll() is None
         second = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=ENV)
         assert_one_line_error(second, f"run '{run}' is being written by pid {first.pid} on host "
                                       f"{socket.gethostname()} (since ", "wait for it or stop it")

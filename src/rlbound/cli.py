@@ -117,8 +117,9 @@ def _unsafe_options(task: str | None, task_options: dict, verifier_options: dict
     from rlbound.tasks.benchmarks import BENCHMARKS
 
     verifier_options["sandbox"] = False
-    if task in BENCHMARKS and BENCHMARKS[task].verifier == "code" and BENCHMARKS[task].name != "livecodebench":
-        task_options.setdefault("sandbox", False)  # their canonical solutions run to find expected outputs
+    if task in BENCHMARKS:
+        if BENCHMARKS[task].runs_canonical:
+            task_options.setdefault("sandbox", False)
     elif task in TASKS and "sandbox" in inspect.signature(TASKS.get(task)).parameters:
         task_options.setdefault("sandbox", False)
 
@@ -258,14 +259,13 @@ VERDICTS_HELP = "Which verdicts: all (every test) or base (code benchmarks' base
 
 
 def _load_runs(runs: list[Path], verdicts: str = "all"):
-    from rlbound.store import check_same_problems, load_run
+    from rlbound.store import load_run  # the report and passk check that the runs share their problems
 
     if not runs:
         raise RlboundError("give at least one run directory")
     if verdicts not in ("all", "base"):
         raise RlboundError(f"--verdicts must be all or base, got {verdicts!r}")
     loaded = [load_run(r).samples for r in runs]
-    check_same_problems([(s.label, s.meta) for s in loaded])
     for run, samples in zip(runs, loaded):
         if len(samples) == 0:
             raise RlboundError(f"run '{run}' holds no samples yet")

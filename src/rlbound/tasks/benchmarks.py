@@ -75,6 +75,9 @@ class Benchmark:
     """Why there is no hub source, and where to get the file."""
     options: dict[str, Any] = field(default_factory=dict)
     """Default task options of the builder."""
+    runs_canonical: bool = False
+    """Whether loading runs the benchmark's canonical solutions (in the sandbox, to find the
+    expected outputs): the builder then takes ``sandbox=``, which ``--unsafe-no-sandbox`` turns off."""
 
 
 BENCHMARKS: dict[str, Benchmark] = {}
@@ -318,18 +321,21 @@ for _bench in (
     Benchmark("humaneval", "HumanEval (164 problems; tests: HumanEval+'s base inputs)",
               ("code/HumanEvalPlus.jsonl.gz", "HumanEvalPlus.jsonl.gz"), _code("humaneval"), None, 164,
               "code-complete", "code", "task_id",
-              "evalplus's release file HumanEvalPlus-v0.1.10.jsonl.gz: the hub copy lacks the test inputs"),
+              "evalplus's release file HumanEvalPlus-v0.1.10.jsonl.gz: the hub copy lacks the test inputs",
+              runs_canonical=True),
     Benchmark("humaneval_plus", "HumanEval+ (164 problems, base + plus inputs)",
               ("code/HumanEvalPlus.jsonl.gz", "HumanEvalPlus.jsonl.gz"), _code("humaneval_plus"), None, 164,
               "code-complete", "code", "task_id",
-              "evalplus's release file HumanEvalPlus-v0.1.10.jsonl.gz: the hub copy lacks the test inputs"),
+              "evalplus's release file HumanEvalPlus-v0.1.10.jsonl.gz: the hub copy lacks the test inputs",
+              runs_canonical=True),
     Benchmark("mbpp", "MBPP (Austin et al. 2021; test split: task ids 11-510)", ("code/mbpp.jsonl", "mbpp.jsonl"),
               _code("mbpp"), HubSource("google-research-datasets/mbpp", "train+test+validation+prompt",
-                                       config="full"), 500, "code-complete", "code", "task_id"),
+                                       config="full"), 500, "code-complete", "code", "task_id", runs_canonical=True),
     Benchmark("mbpp_plus", "MBPP+ (base + plus inputs)",
               ("code/MbppPlus.jsonl.gz", "MbppPlus.jsonl.gz", "code/MbppPlus-dev-767efcc.jsonl.gz"),
               _code("mbpp_plus"), None, 378, "code-complete", "code", "task_id",
-              "evalplus's release file MbppPlus-v0.2.0.jsonl.gz: the hub copy lacks the test inputs"),
+              "evalplus's release file MbppPlus-v0.2.0.jsonl.gz: the hub copy lacks the test inputs",
+              runs_canonical=True),
     Benchmark("livecodebench", "LiveCodeBench code generation (stdin/stdout problems)",
               ("code/livecodebench.jsonl", "livecodebench.jsonl", "code/test5.jsonl"), _livecodebench, None, None,
               "code-instruct", "code", "question_id",

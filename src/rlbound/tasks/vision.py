@@ -37,7 +37,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from rlbound.errors import RlboundError
 from rlbound.images import IMAGE_MARK, record_images
@@ -105,92 +105,93 @@ def _task(name: str, file: Path, problems: list[Problem], dropped: int, kept: in
         "multiple_choice_dropped": dropped, "multiple_choice_kept": kept})
 
 
-def mathvista_task(path: str, limit: int | None = None, drop_multiple_choice: bool = True,
-                   template: str = "chat", verifier: str = "math") -> Task:
-    """MathVista records from ``path`` (see the module docstring); ``limit`` counts kept items."""
+def _vision_task(name: str, path: str, id_field: str, required: tuple[str, ...],
+                 is_multiple: Callable[[dict], bool], to_problem: Callable[[str, dict, bool, str, Path], Problem],
+                 limit: int | None, drop_multiple_choice: bool, template: str, verifier: str) -> Task:
+    """The records of ``path`` as problems: required fields and unique ids checked, multiple-choice
+    items dropped or kept (and counted), each kept record made a Problem by ``to_problem(id,
+    record, multiple, where, folder)`` (``folder``: the file's, where image paths start);
+    ``limit`` counts kept items."""
     file = _check_file(path, drop_multiple_choice)
     problems: list[Problem] = []
     seen: set[str] = set()
     dropped = kept = 0
     for number, record in _records(file):
         where = f"tasks file '{path}' line {number}"
-        for key in ("pid", "answer"):
+        for key in (id_field, *required):
             if record.get(key) in (None, ""):
                 raise RlboundError(f'{where}: missing field "{key}"')
-        pid = _as_text(record["pid"])
+        pid = _as_text(record[id_field])
         if pid in seen:
             raise RlboundError(f"{where}: duplicate problem id {pid!r}")
         seen.add(pid)
-        choices = [_as_text(c) for c in record.get("choices") or []]
-        multiple = record.get("question_type") == "multi_choice" or (
-            record.get("question_type") is None and bool(choices))
+        multiple = is_multiple(record)
         if multiple and drop_multiple_choice:
             dropped += 1
             continue
-        answer = _as_text(record["answer"])
-        question = record.get("query") or ""
-        if not question:
-            if not record.get("question"):
-                raise RlboundError(f'{where}: missing field "query" (or "question")')
-            question = _as_text(record["question"])
-            if multiple:
-                question += "\nChoices:\n" + _options_text(choices)
-        metadata: dict[str, Any] = {
-            "multiple_choice": multiple, "question_type": record.get("question_type"),
-            "answer_type": record.get("answer_type"), "precision": record.get("precision"),
-            "unit": record.get("unit")}
-        inner = record.get("metadata") if isinstance(record.get("metadata"), dict) else {}
-        metadata.update({k: inner[k] for k in _META_KEYS if inner.get(k) not in (None, "")})
-        if multiple:
-            if not choices:
-                raise RlboundError(f"{where}: a multi_choice item without choices")
-            metadata.update(choices=choices, answer_text=answer)
-            answer = _letter(answer, choices, where)
-            kept += 1
-        images = record_images(_image_field(record), file.parent, where)
-        problems.append(Problem(pid, _as_text(question), answer, metadata, images))
+        problems.append(to_problem(pid, record, multiple, where, file.parent))
+        kept += multiple
         if limit is not None and len(problems) >= limit:
             break
-    return _task("mathvista", file, problems, dropped, kept, drop_multiple_choice, limit, template,
-                 verifier)
+    return _task(name, file, problems, dropped, kept, drop_multiple_choice, limit, template, verifier)
+
+
+def _mathvista_multiple(record: dict) -> bool:
+    return record.get("question_type") == "multi_choice" or (
+        record.get("question_type") is None and bool(record.get("choices")))
+
+
+def _mathvista_problem(pid: str, record: dict, multiple: bool, where: str, folder: Path) -> Problem:
+    choices = [_as_text(c) for c in record.get("choices") or []]
+    answer = _as_text(record["answer"])
+    question = record.get("query") or ""
+    if not question:
+        if not record.get("question"):
+            raise RlboundError(f'{where}: missing field "query" (or "question")')
+        question = _as_text(record["question"])
+        if multiple:
+            question += "\nChoices:\n" + _options_text(choices)
+    metadata: dict[str, Any] = {
+        "multiple_choice": multiple, "question_type": record.get("question_type"),
+        "answer_type": record.get("answer_type"), "precision": record.get("precision"),
+        "unit": record.get("unit")}
+    inner = record.get("metadata") if isinstance(record.get("metadata"), dict) else {}
+    metadata.update({k: inner[k] for k in _META_KEYS if inner.get(k) not in (None, "")})
+    if multiple:
+        if not choices:
+            raise RlboundError(f"{where}: a multi_choice item without choices")
+        metadata.update(choices=choices, answer_text=answer)
+        answer = _letter(answer, choices, where)
+    images = record_images(_image_field(record), folder, where)
+    return Problem(pid, _as_text(question), answer, metadata, images)
+
+
+def mathvista_task(path: str, limit: int | None = None, drop_multiple_choice: bool = True,
+                   template: str = "chat", verifier: str = "math") -> Task:
+    """MathVista records from ``path`` (see the module docstring); ``limit`` counts kept items."""
+    return _vision_task("mathvista", path, "pid", ("answer",), _mathvista_multiple, _mathvista_problem,
+                        limit, drop_multiple_choice, template, verifier)
+
+
+def _mathvision_problem(pid: str, record: dict, multiple: bool, where: str, folder: Path) -> Problem:
+    options = [_as_text(o) for o in record.get("options") or []]
+    answer = _as_text(record["answer"])
+    images = record_images(_image_field(record), folder, where)
+    question = str(record["question"]).strip()
+    if images:  # the question's own <image1> tag marks where the image goes
+        question = re.sub(r"<image1>", IMAGE_MARK, question, count=1)
+    metadata: dict[str, Any] = {"multiple_choice": multiple, "level": record.get("level"),
+                                "subject": record.get("subject")}
+    if multiple:
+        if options != list(LETTERS[:len(options)]):  # options spelled out, not only in the image
+            question += "\nChoices:\n" + _options_text(options)
+        answer = _letter(answer, options, where)
+        metadata.update(choices=options, answer_text=options[LETTERS.index(answer)])
+    return Problem(pid, question, answer, metadata, images)
 
 
 def mathvision_task(path: str, limit: int | None = None, drop_multiple_choice: bool = True,
                     template: str = "chat", verifier: str = "math") -> Task:
     """MathVision records from ``path`` (see the module docstring); ``limit`` counts kept items."""
-    file = _check_file(path, drop_multiple_choice)
-    problems: list[Problem] = []
-    seen: set[str] = set()
-    dropped = kept = 0
-    for number, record in _records(file):
-        where = f"tasks file '{path}' line {number}"
-        for key in ("id", "question", "answer"):
-            if record.get(key) in (None, ""):
-                raise RlboundError(f'{where}: missing field "{key}"')
-        pid = _as_text(record["id"])
-        if pid in seen:
-            raise RlboundError(f"{where}: duplicate problem id {pid!r}")
-        seen.add(pid)
-        options = [_as_text(o) for o in record.get("options") or []]
-        multiple = bool(options)
-        if multiple and drop_multiple_choice:
-            dropped += 1
-            continue
-        answer = _as_text(record["answer"])
-        images = record_images(_image_field(record), file.parent, where)
-        question = str(record["question"]).strip()
-        if images:  # the question's own <image1> tag marks where the image goes
-            question = re.sub(r"<image1>", IMAGE_MARK, question, count=1)
-        metadata: dict[str, Any] = {"multiple_choice": multiple, "level": record.get("level"),
-                                    "subject": record.get("subject")}
-        if multiple:
-            if options != list(LETTERS[:len(options)]):  # options spelled out, not only in the image
-                question += "\nChoices:\n" + _options_text(options)
-            answer = _letter(answer, options, where)
-            metadata.update(choices=options, answer_text=options[LETTERS.index(answer)])
-            kept += 1
-        problems.append(Problem(pid, question, answer, metadata, images))
-        if limit is not None and len(problems) >= limit:
-            break
-    return _task("mathvision", file, problems, dropped, kept, drop_multiple_choice, limit, template,
-                 verifier)
+    return _vision_task("mathvision", path, "id", ("question", "answer"), lambda r: bool(r.get("options")),
+                        _mathvision_problem, limit, drop_multiple_choice, template, verifier)
