@@ -20,11 +20,26 @@ different lengths left-padded with an attention mask) and the same number of new
 Workloads: ``one-prompt`` (one prompt, ``batch`` samples: the pass@k case) and ``mixed``
 (``batch / 16`` prompts of different lengths, 16 samples each). The best of ``--reps`` runs is
 reported, as wall-clock tokens per second.
+
+Each ``--dtypes`` format (default float32 and bfloat16) is timed on both sides, with the tiny
+engine's rate also given as a share of this machine's matmul peak in that format (measured first,
+a 2048^3 product; the model's FLOPs per token counted from its shape). Training throughput (next-
+token steps of a fresh model, batch 64 x 200 characters; ``--train-steps``) is timed per format.
+``--baseline-src DIR`` also times another rlbound's tiny engine and training in float32 in a
+subprocess, for side-by-side ratios in one run, e.g. the code before a change::
+
+    git worktree add /tmp/before <commit>
+    python bench/bench_tiny_vs_hf.py --baseline-src /tmp/before/src
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
+import json
+import os
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -94,6 +109,64 @@ def time_hf(hf, tok: CharTokenizer, prompts, seeds, length: int, reps: int, fixe
     return best, tokens
 
 
+def matmul_peak(dtype: torch.dtype, size: int = 2048, reps: int = 5) -> float:
+    """This machine's matmul rate in ``dtype``, FLOP/s: the best of ``reps`` square products."""
+    a, b = torch.randn(size, size).to(dtype), torch.randn(size, size).to(dtype)
+    a @ b
+    best = float("inf")
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t0)
+    return 2 * size ** 3 / best
+
+
+def flops_per_token(config, context: float) -> float:
+    """Forward FLOPs of one decoded token: 2 per weight of the matrices, plus attention's two
+    products over ``context`` cached columns per layer."""
+    d, f = config.d_model, config.d_ff
+    weights = config.n_layers * (3 * d * d + d * d + 2 * d * f + f * d) + d * config.vocab_size
+    return 2 * weights + config.n_layers * 4 * d * context
+
+
+def time_training(model_config, dtype: str, steps: int, batch: int, length: int) -> float:
+    """Next-token training tokens/s of a fresh model on random ``length``-character texts."""
+    import inspect
+    import random
+
+    from rlbound.engines.tiny.train import train_next_token
+
+    rng = random.Random(0)
+    texts = ["".join(rng.choice("0123456789+-*=() ") for _ in range(length - 2)) for _ in range(batch * 4)]
+    kw = {"dtype": dtype} if "dtype" in inspect.signature(train_next_token).parameters else {}
+    if kw == {} and dtype != "float32":
+        raise SystemExit(f"this rlbound has no training dtype (asked {dtype})")
+    train_next_token(model_config, texts, steps=2, batch_size=batch, warmup=1, **kw)  # warm-up
+    t0 = time.perf_counter()
+    train_next_token(model_config, texts, steps=steps, batch_size=batch, warmup=1, **kw)
+    return steps * batch * (length - 1) / (time.perf_counter() - t0)
+
+
+def tiny_rates(model, dtypes, args) -> dict[str, float]:
+    """Tiny-engine tokens/s per (dtype, workload, batch, length), and training tokens/s per dtype."""
+    engine_tok = CharTokenizer()
+    if args.model is None:
+        engine_tok.eos_id = -1  # never sampled: rows run to max_tokens, like min_new_tokens
+    rates = {}
+    for dtype in dtypes:
+        cast = copy.deepcopy(model).to(getattr(torch, dtype))
+        for workload in args.workload:
+            for batch in args.batch:
+                for length in args.length:
+                    prompts, seeds = prompts_for(workload, batch)
+                    engine = TinyEngine.from_model(cast, engine_tok, batch_size=batch)
+                    t, n = time_tiny(engine, prompts, seeds, length, args.reps)
+                    rates[f"{dtype} {workload} {batch} {length}"] = n / t
+        if args.train_steps:
+            rates[f"{dtype} train"] = time_training(model.config, dtype, args.train_steps, 64, 200)
+    return rates
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", type=Path, help="tiny model directory (default: random model)")
@@ -102,40 +175,70 @@ def main() -> None:
     ap.add_argument("--length", type=int, nargs="+", default=[64])
     ap.add_argument("--workload", nargs="+", default=["one-prompt", "mixed"])
     ap.add_argument("--reps", type=int, default=2)
+    ap.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"])
+    ap.add_argument("--train-steps", type=int, default=6, help="training steps timed per dtype (0: none)")
+    ap.add_argument("--baseline-src", type=Path,
+                    help="the src/ folder of another rlbound (e.g. a git worktree of an older commit): "
+                         "its tiny engine is timed in float32 in a subprocess, for ratios to it")
+    ap.add_argument("--tiny-only-json", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     set_quiet(True)
     torch.set_num_threads(args.threads)
-    from transformers import LlamaForCausalLM
-
     if args.model:
         model, tok = load_model(args.model)
     else:
         torch.manual_seed(0)
         model, tok = TinyLlama(DEFAULT_ARITH_CONFIG).eval(), CharTokenizer()
+    if args.tiny_only_json:  # the baseline subprocess: only what an older rlbound can do
+        print(json.dumps(tiny_rates(model, ["float32"], args)))
+        return
+    from transformers import LlamaForCausalLM
+
     fixed = args.model is None
-    with tempfile.TemporaryDirectory() as tmp:
-        hf = LlamaForCausalLM.from_pretrained(str(export_hf(model, Path(tmp) / "hf", tok)),
-                                              dtype=torch.float32).eval()
-    engine_tok = CharTokenizer()
-    if fixed:
-        engine_tok.eos_id = -1  # never sampled: rows run to max_tokens, like min_new_tokens
+    peaks = {dtype: matmul_peak(getattr(torch, dtype)) for dtype in args.dtypes}
+    baseline = {}
+    if args.baseline_src:
+        cmd = [sys.executable, __file__, "--tiny-only-json", "--threads", str(args.threads),
+               "--reps", str(args.reps), "--train-steps", str(args.train_steps), "--batch", *map(str, args.batch),
+               "--length", *map(str, args.length), "--workload", *args.workload]
+        if args.model:
+            cmd += ["--model", str(args.model)]
+        env = {**os.environ, "PYTHONPATH": str(args.baseline_src.resolve())}
+        out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True)
+        baseline = json.loads(out.stdout.strip().splitlines()[-1])
+    rates = tiny_rates(model, args.dtypes, args)
     print(f"model: {args.model or 'random'} ({model.num_parameters():,} parameters, "
           f"{model.config.d_model}x{model.config.n_layers}), threads {args.threads}, "
           f"{'fixed length' if fixed else 'stop at EOS'}")
-    header = (f"{'workload':<11} {'batch':>5} {'len':>4} | {'tiny tok/s':>10} {'hf tok/s':>9} "
-              f"| {'ratio':>6}")
+    print("matmul peak (2048^3): " + ", ".join(f"{d} {p / 1e9:,.0f} GFLOP/s" for d, p in peaks.items()))
+    header = (f"{'dtype':<9} {'workload':<11} {'batch':>5} {'len':>4} | {'tiny tok/s':>10} {'hf tok/s':>9} "
+              f"{'tiny/hf':>7} | {'% peak':>6}" + (f" | {'/before':>7}" if baseline else ""))
     print(header)
     print("-" * len(header))
-    for workload in args.workload:
-        for batch in args.batch:
-            for length in args.length:
-                prompts, seeds = prompts_for(workload, batch)
-                engine = TinyEngine.from_model(model, engine_tok, batch_size=batch)
-                t_tiny, n_tiny = time_tiny(engine, prompts, seeds, length, args.reps)
-                t_hf, n_hf = time_hf(hf, tok, prompts, seeds, length, args.reps, fixed)
-                r_tiny, r_hf = n_tiny / t_tiny, n_hf / t_hf
-                print(f"{workload:<11} {sum(map(len, seeds)):>5} {length:>4} | {r_tiny:>10,.0f} "
-                      f"{r_hf:>9,.0f} | {r_tiny / r_hf:>5.1f}x", flush=True)
+    for dtype in args.dtypes:
+        with tempfile.TemporaryDirectory() as tmp:
+            hf = LlamaForCausalLM.from_pretrained(str(export_hf(model, Path(tmp) / "hf", tok)),
+                                                  dtype=getattr(torch, dtype)).eval()
+        for workload in args.workload:
+            for batch in args.batch:
+                for length in args.length:
+                    key = f"{dtype} {workload} {batch} {length}"
+                    prompts, seeds = prompts_for(workload, batch)
+                    t_hf, n_hf = time_hf(hf, tok, prompts, seeds, length, args.reps, fixed)
+                    r_tiny, r_hf = rates[key], n_hf / t_hf
+                    context = len(tok.encode(prompts[0], bos=True)) + length / 2
+                    share = r_tiny * flops_per_token(model.config, context) / peaks[dtype]
+                    before = baseline.get(f"float32 {workload} {batch} {length}")
+                    print(f"{dtype:<9} {workload:<11} {sum(map(len, seeds)):>5} {length:>4} | {r_tiny:>10,.0f} "
+                          f"{r_hf:>9,.0f} {r_tiny / r_hf:>6.1f}x | {100 * share:>5.1f}%"
+                          + (f" | {r_tiny / before:>6.2f}x" if before else ""), flush=True)
+    for dtype in args.dtypes:
+        if f"{dtype} train" in rates:
+            r = rates[f"{dtype} train"]
+            share = 3 * r * flops_per_token(model.config, 100) / peaks[dtype]  # forward + backward ~ 3x
+            before = baseline.get("float32 train")
+            print(f"training {dtype:<9} {r:>10,.0f} tok/s | {100 * share:>5.1f}% of peak"
+                  + (f" | {r / before:.2f}x before" if before else ""))
 
 
 if __name__ == "__main__":

@@ -104,3 +104,17 @@ def test_report_draws_training_curves_and_refuses_rows_without_a_step(tmp_path, 
     assert "RL training" not in plain
     with pytest.raises(RlboundError, match="training row 1 of 'B' needs an integer 'step'"):
         write_report(runs, tmp_path / "bad", n_boot=20, training={"B": [{"step": 0}, {"accuracy": 1.0}]})
+
+
+def test_training_figure_draws_k1_for_a_run_whose_k3_exploded(tmp_path, runs):
+    calm = [{"step": s, "accuracy": 0.1, "kl": 0.01 * s, "kl_k1": 0.02 * s} for s in range(4)]
+    wild = [{"step": s, "accuracy": 0.1, "kl": 10.0 ** (s + 1), "kl_k1": 0.5 * s} for s in range(4)]
+    old = [{"step": s, "accuracy": 0.1, "kl": 10.0 ** (s + 1)} for s in range(4)]  # metrics from before kl_k1
+    page = write_report(runs, tmp_path / "out", n_boot=0, training={"A": calm, "B": wild, "C": old}).read_text()
+    note = page[page.index("<h2>RL training</h2>"):]
+    note = note[note.index('<p class="note">'):note.index("</p>")]
+    assert "For B (marked \"(k1)\"), k3 exceeded 10" in note and "kl_k1: k1" in note
+    assert "For A" not in note and "C" not in note.split("For ")[1].split("(marked")[0]
+    # results.json keeps every row as logged: the swap is the figure's only
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert results["training"]["B"] == wild

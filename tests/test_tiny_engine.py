@@ -46,7 +46,7 @@ def model_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def engine(model_dir):
-    return load_engine("tiny", str(model_dir), batch_size=64)
+    return load_engine("tiny", str(model_dir), batch_size=64, dtype="float32")  # exact checks: float32
 
 
 @pytest.fixture(scope="module")
@@ -180,7 +180,7 @@ def test_independent_of_batch_composition(model_dir, engine, monkeypatch, shared
     mixed = engine.generate(PROMPTS, params, [[5, 6], [99, 12, 11, 13], [7]])
     for got, want in zip([mixed[1][2], mixed[1][1], mixed[1][3]], alone):
         _same(got, want)
-    small = load_engine("tiny", str(model_dir), batch_size=3)  # a prompt's samples span batches
+    small = load_engine("tiny", str(model_dir), batch_size=3, dtype="float32")  # a prompt's samples span batches
     spread = small.generate(PROMPTS, params, [[5], [11, 12, 13], [7, 8]])
     for got, want in zip(spread[1], alone):
         _same(got, want)
@@ -307,7 +307,7 @@ def test_save_load_round_trip_gives_identical_samples(tmp_path):
     loaded, _ = load_model(tmp_path / "m")
     for a, b in zip(model.state_dict().values(), loaded.state_dict().values()):
         assert torch.equal(a, b)
-    after = load_engine("tiny", str(tmp_path / "m")).generate(PROMPTS, params, [[1], [2], [3]])
+    after = load_engine("tiny", str(tmp_path / "m"), dtype="float32").generate(PROMPTS, params, [[1], [2], [3]])
     for x, y in zip(before, after):
         _same(x[0], y[0], tol=0.0)
 
@@ -329,7 +329,7 @@ def test_bad_model_dirs_and_options(tmp_path, model_dir):
     (tmp_path / "hf" / "config.json").write_text('{"model_type": "llama"}')
     with pytest.raises(RlboundError, match="not a tiny model"):
         load_engine("tiny", str(tmp_path / "hf"))
-    with pytest.raises(RlboundError, match=r"engine 'tiny' has no option 'temperatur' \(it accepts: batch_size, device\)"):
+    with pytest.raises(RlboundError, match=r"engine 'tiny' has no option 'temperatur' \(it accepts: batch_size, device, dtype\)"):
         load_engine("tiny", str(model_dir), temperatur=1.0)
     eng = load_engine("tiny", str(model_dir))
     with pytest.raises(RlboundError, match="not in its vocabulary"):

@@ -684,6 +684,7 @@ def train(
     minibatches: int = typer.Option(1, help="Minibatches per pass."),
     checkpoint_every: int = typer.Option(10, help="Steps between checkpoints."),
     seed: int = typer.Option(0, help="Run seed."),
+    dtype: str = typer.Option("float32", "--dtype", help="Tiny models: compute format, auto (bfloat16 where the CPU has it), float32 or bfloat16."),
 ) -> None:
     """Train a model with a policy-gradient algorithm on verifiable rewards (resumable)."""
     from rlbound.train.config import TrainerConfig
@@ -702,7 +703,7 @@ def train(
         temperature=temperature, max_tokens=max_tokens, kl_coef=kl_coef, entropy_coef=entropy_coef,
         reward=reward, reward_p=reward_p, one_shot=one_shot, dsrl_switch=dsrl_switch,
         updates_per_batch=updates_per_batch, minibatches=minibatches, checkpoint_every=checkpoint_every,
-        seed=seed,
+        seed=seed, dtype=dtype,
     )
     result = train_rl(model, _build_task(task, _key_value_options(task_option), data_dir), config, out, engine=engine,
                       labels=labels)
@@ -761,16 +762,23 @@ def lab_run(
     preset: str = typer.Option("default", "--preset", "-p", help="quick (~3 min), default (~15 min) or full (~1 h, every RL algorithm)."),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML file overriding the preset's knobs (see `rlbound lab config`)."),
     out: Path = typer.Option(Path("runs/lab"), "--out", "-o", help="Lab directory; stages already built there are reused."),
+    dtype: Optional[str] = typer.Option(None, "--dtype", help="Number format of every stage (model.dtype): auto (bfloat16 where the CPU has it), float32 or bfloat16."),
 ) -> None:
     """Build the world, pretrain base and teacher, distil, self-train, train with RL, sample every model, report."""
+    from dataclasses import replace
+
     from rlbound.lab.config import load_config
     from rlbound.lab.pipeline import run_lab
 
-    result = run_lab(out, load_config(preset, config), preset_name=preset)
+    chosen = load_config(preset, config)
+    if dtype is not None:
+        chosen = replace(chosen, model=replace(chosen.model, dtype=dtype))
+    result = run_lab(out, chosen, preset_name=preset)
+    width = max([13, *(len(row["model"]) for row in result.summary)])
     for row in result.summary:
         k = row["k"]
         trained = f"  train pass@1 {row['train_pass@1']:.3f}" if "train_pass@1" in row else ""
-        typer.echo(f"{row['family']:<10} {row['model']:<13} pass@1 {row['pass@1']:.3f}  "
+        typer.echo(f"{row['family']:<10} {row['model']:<{width}} pass@1 {row['pass@1']:.3f}  "
                    f"pass@{k} {row[f'pass@{k}']:.3f}  solved {row['solved']}/{row['problems']} "
                    f"(+{row['only_model']} -{row['only_base']} vs base)  ΔSE {row['delta_se']:+.3f}{trained}")
     for family, path in result.reports.items():

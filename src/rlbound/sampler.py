@@ -85,6 +85,7 @@ def run_config(
         "template": template,
         "engine": info.engine,
         "model": info.model,
+        "dtype": info.details.get("dtype"),  # samples differ with the weights' format
         "sampling": params.to_dict(),
         "seed": seed,
         "verifier": verifier_spec(verifier),

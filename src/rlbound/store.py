@@ -121,7 +121,7 @@ SCORE_SCHEMA = pa.schema(
 """Rows of ``scores/<label>.parquet`` (written by :mod:`rlbound.scoring`)."""
 
 # Fields of run.json's "config" that must match for a run to be resumed or extended.
-CONFIG_FIELDS = ("task", "template", "engine", "model", "sampling", "seed", "verifier")
+CONFIG_FIELDS = ("task", "template", "engine", "model", "dtype", "sampling", "seed", "verifier")
 
 
 def package_versions() -> dict[str, str]:
@@ -176,6 +176,13 @@ def config_difference(old: dict, new: dict, prefix: str = "") -> str | None:
     return None
 
 
+def _adopt_dtype(stored: dict, current: dict) -> None:
+    """A run recorded before rlbound kept the engine's number format takes the one it ran in:
+    float32 for the tiny engine (it had no other), else the current one (not recorded then)."""
+    if "dtype" not in stored:
+        stored["dtype"] = "float32" if stored.get("engine") == "tiny" else current.get("dtype")
+
+
 def _adopt_problems_digest(stored: dict, current: dict) -> None:
     """A run recorded before rlbound kept the problems' sha256 takes the current one (its task
     options and problem count are still compared)."""
@@ -216,7 +223,7 @@ class RunWriter:
 
     def __init__(self, path: str | Path, config: dict[str, Any], n: int, label: str | None = None):
         self.path = Path(path)
-        self.config = {k: config[k] for k in CONFIG_FIELDS}
+        self.config = {k: config.get(k) for k in CONFIG_FIELDS}
         if not (self.path / RUN_FILE).exists():  # checked before a lock file is put in it
             _refuse_foreign_directory(self.path, probe_lock=True)
         self._lock = lock_run(self.path)
@@ -232,6 +239,7 @@ class RunWriter:
             meta = read_meta(self.path)
             stored = meta.get("config", {})
             _adopt_problems_digest(stored, self.config)
+            _adopt_dtype(stored, self.config)
             # A difference in options is named first; one only in rules versions can be re-graded.
             diff = config_difference(*_options_only(stored, self.config))
             if diff is None and config_difference(stored, self.config) is not None:
@@ -244,7 +252,9 @@ class RunWriter:
             if diff:
                 raise RlboundError(
                     f"run '{self.path}' was made with other settings ({diff}); "
-                    "use another --out directory or the run's own settings"
+                    + (f"pass -E dtype={stored['dtype']} to resume it, or use another --out directory"
+                       if diff.startswith("dtype:") and stored.get("dtype") else
+                       "use another --out directory or the run's own settings")
                 )
             self.meta = meta
             self.meta["n"] = max(int(meta.get("n", 0)), n)

@@ -14,13 +14,9 @@ from typing import Any
 import torch
 
 from rlbound.engines.base import check_engine_options
+from rlbound.engines.precision import DTYPES as _DTYPES
 from rlbound.errors import RlboundError
 
-_DTYPES = {
-    "float32": torch.float32, "fp32": torch.float32,
-    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-    "float16": torch.float16, "fp16": torch.float16,
-}
 _OPTIONS = ("gguf_file", "revision", "attn_implementation")
 
 

@@ -7,7 +7,8 @@ field carries its help text, which :func:`config_toml` writes as comments, so
 
 Presets (:data:`PRESETS`): ``quick`` (the test suite's: under 3 minutes on 2 cores, n = 64),
 ``default`` (the README's main command: under 15 minutes, n = 256, GRPO and DSRL) and ``full``
-(3x longer pretraining, the teacher from scratch, 40 test problems per family, every RL algorithm). A config file overrides a preset key by key; unknown
+(3x longer pretraining, the teacher from scratch, 40 test problems per family, every RL algorithm with 3
+seeds, and a learning-rate sweep of NSR and W-REINFORCE). A config file overrides a preset key by key; unknown
 sections or keys and wrongly typed values are one-line errors naming the file and the key.
 
 What it does not do: run anything (see :mod:`rlbound.lab.pipeline`).
@@ -86,6 +87,12 @@ class ModelConfig(_Section):
     n_heads: int = knob(4, "Attention heads.")
     d_ff: int = knob(384, "SwiGLU hidden width.")
     max_seq_len: int = knob(256, "Longest prompt + completion in characters.")
+    dtype: str = knob("auto", "Number format of every training and sampling stage: auto (bfloat16 where the CPU "
+                              "multiplies it in hardware, else float32), float32 or bfloat16. Samples differ with it.")
+
+    def shape(self) -> dict[str, Any]:
+        """The knobs of the network's shape (what :class:`rlbound.engines.tiny.model.TinyConfig` takes)."""
+        return {k: v for k, v in self.as_dict().items() if k != "dtype"}
 
 
 @dataclass(frozen=True)
@@ -118,10 +125,19 @@ class FinetuneConfig(_Section):
 
 @dataclass(frozen=True)
 class RLConfig(_Section):
-    """RL training of the base model on fresh training problems of both families, one model per algorithm."""
+    """RL training on fresh training problems of both families: one model per start, algorithm and seed."""
 
-    algorithms: list = knob(["grpo", "dsrl"], "Algorithms to train, each from the base model (rlbound train "
-                                             "--help lists the names; 'dsrl' is NSR-PreRL then GRPO).")
+    algorithms: list = knob(["grpo", "dsrl"], "Algorithms to train, each from every model of rl.start (rlbound "
+                                             "train --help lists the names; 'dsrl' is NSR-PreRL then GRPO).")
+    start: list = knob(["base"], "Models the RL runs start from: 'base' and/or 'distilled' (imitation, then RL; "
+                                 "needs distill.enabled). Labels: 'grpo' from the base model, 'distilled+grpo' "
+                                 "from the distilled one.")
+    seeds: int = knob(1, "RL runs per algorithm and start, seed s training with rl.seed + s (labels 'grpo', "
+                         "'grpo@s1', ...); the report compares the spread between algorithms with the spread "
+                         "between seeds.")
+    lr_sweep: dict = knob({}, "Extra RL models at other learning rates, algorithm -> list of rates, e.g. "
+                              "{ nsr = [1e-5, 3e-5] }: labels like 'nsr@lr3e-05', from the base model, seed "
+                              "rl.seed only (a rate equal to rl.lr is the algorithm's own model).")
     families: list = knob(["countdown", "programs"], "Families whose training problems the rollouts draw from "
                                                      "(every model is still evaluated on both).")
     problems: int = knob(300, "Fresh training problems per family the rollouts draw from.")
@@ -184,7 +200,8 @@ SECTION_HELP = {
     "distill": "Distillation: the base model fine-tuned on the teacher's verified-correct samples.",
     "self_train": "Self-training (rejection-sampling fine-tuning, STaR / RAFT): the base model fine-tuned "
                   "on its own verified-correct samples.",
-    "rl": "RL with verifiable rewards: the base model trained by each algorithm on fresh training problems.",
+    "rl": "RL with verifiable rewards: the base (or distilled) model trained by each algorithm on fresh training "
+          "problems, with one or more seeds.",
     "sampling": "Evaluation of every model on the test problems.",
 }
 
@@ -225,7 +242,8 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "self_train": {"problems": 1000, "steps": 300},
         "rl": {"algorithms": ["ppo", "grpo", "dr_grpo", "rloo", "reinforce_pp", "remax", "dapo", "psr", "nsr",
                               "w_reinforce", "prerl", "nsr_prerl", "psr_prerl", "dsrl"],
-               "problems": 1000},
+               "problems": 1000, "seeds": 3,
+               "lr_sweep": {"nsr": [1e-5, 3e-5, 1e-4], "w_reinforce": [1e-5, 3e-5, 1e-4]}},
     },
 }
 

@@ -12,17 +12,23 @@ rebuild it rather than resume a run graded, or a model trained, under the old on
 3. ``distill``: the base model fine-tuned on the teacher's verified-correct samples of fresh
    training problems; ``self-train``: the base model fine-tuned on its own (rejection-sampling
    fine-tuning, the simplest on-policy use of a verifiable reward);
-4. ``rl-<algorithm>``: the base model trained by each algorithm of ``rl.algorithms`` with the
-   policy-gradient loop (:func:`rlbound.train.loop.train_rl`) on fresh training problems of both
-   families (a killed run resumes from its last checkpoint); ``labels-base`` first, only for the
-   ``incorrect_label`` reward: the base model's majority wrong answer per training problem;
+4. ``rl-<label>``: each model of ``rl.start`` (the base model, and/or the distilled one:
+   imitation, then RL) trained by each algorithm of ``rl.algorithms`` with ``rl.seeds`` seeds,
+   plus the learning rates of ``rl.lr_sweep``, with the policy-gradient loop
+   (:func:`rlbound.train.loop.train_rl`) on fresh training problems of both families (a killed
+   run resumes from its last checkpoint). Labels (:class:`RLModel`): ``grpo`` (base start, seed
+   0: the name lab directories have always used), ``grpo@s1``, ``distilled+grpo``,
+   ``nsr@lr3e-05``. ``labels-base`` first, only for the ``incorrect_label`` reward: the base
+   model's majority wrong answer per training problem;
 5. ``eval-<model>-<family>``: every model sampled ``n`` times per test problem, verified, stored
    (a resumable run directory, topped up after an interruption); ``train-eval-<model>-<family>``:
    the base and RL models on the first ``rl.check_problems`` RL training problems, ``rl.check_samples``
    samples each, so the report can say whether RL learned what it was trained on;
 6. the report: ``OUT/report/<family>/report.html`` per family, comparing every model with the
-   base model, with pass@k by problem class, the RL training curves and the stage times;
-   ``OUT/lab.json`` sums it up.
+   base model, with pass@k by problem class, each algorithm's spread over seeds against the
+   spread between algorithms (:mod:`rlbound.analysis.seeds`), the RL training curves and the
+   stage times; ``OUT/lab.json`` sums it up (``summary``: a row per model; ``seeds``: the seed
+   comparisons per family).
 
 A stage is finished when its ``stage.json`` exists; anything short of that is resumed or redone.
 What it does not do: sample or train anything on the GPU (the tiny engine is CPU-only).
@@ -32,13 +38,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
 from rlbound.atomic import atomic_write_text
+from rlbound.engines.precision import dtype_name, resolve_dtype
 from rlbound.errors import RlboundError
 from rlbound.lab.config import LabConfig
 from rlbound.lab.corpus import (
@@ -55,7 +63,7 @@ from rlbound.lab.corpus import (
 )
 from rlbound.progress import note, progress
 
-__all__ = ["LabResult", "StageRecord", "read_corpus", "run_lab", "trained_tokens"]
+__all__ = ["LabResult", "RLModel", "StageRecord", "read_corpus", "rl_models", "run_lab", "trained_tokens"]
 
 STAGE_FORMAT = 1
 STAGE_FILE = "stage.json"
@@ -94,11 +102,18 @@ def _key(name: str, spec: dict) -> str:
 
 
 class _Stages:
-    def __init__(self, out: Path):
+    """The lab's cached stages. ``dtype`` (the resolved number format) joins the spec of every stage
+    but the corpora, whose text it does not change; float32, the only format before the knob, is
+    left out, so lab directories built before it resume."""
+
+    def __init__(self, out: Path, dtype: str = "float32"):
         self.root = out / "stages"
         self.records: list[StageRecord] = []
+        self.dtype = dtype
 
     def run(self, name: str, spec: dict, build: Callable[[Path], dict]) -> StageRecord:
+        if self.dtype != "float32" and not name.startswith("corpus-"):
+            spec = {**spec, "dtype": self.dtype}
         key = _key(name, spec)
         path = self.root / f"{name}-{key}"
         done = path / STAGE_FILE
@@ -163,10 +178,10 @@ def _pretrain(config: LabConfig, which: str, corpus: StageRecord, start: str | N
     train = getattr(config, which)
     pairs = read_corpus(corpus.path)
     result = train_next_token(
-        start or TinyConfig(**config.model.as_dict()), pairs, steps=train.steps, batch_size=train.batch_size, lr=train.lr,
+        start or TinyConfig(**config.model.shape()), pairs, steps=train.steps, batch_size=train.batch_size, lr=train.lr,
         warmup=train.warmup, seed=train.seed, out_dir=path / "model",
         checkpoint_dir=path / "checkpoint", checkpoint_every=train.checkpoint_every,
-        description=which.replace("_", " "),
+        description=which.replace("_", " "), dtype=config.model.dtype,
     )
     shutil.rmtree(path / "checkpoint", ignore_errors=True)
     tokens = trained_tokens(pairs, train.batch_size, result.steps)
@@ -193,7 +208,7 @@ def _finetune_on_correct(config: LabConfig, which: str, sampler_dir: str, studen
     from rlbound.verify.base import load_verifier
 
     settings = getattr(config, which)
-    engine = load_engine("tiny", sampler_dir)
+    engine = load_engine("tiny", sampler_dir, dtype=config.model.dtype)
     pairs, offered = [], 0
     for family in FAMILIES:
         task = lab_task(family, config.world, settings.problems, split="train", offset=offset)
@@ -212,7 +227,7 @@ def _finetune_on_correct(config: LabConfig, which: str, sampler_dir: str, studen
     result = train_next_token(
         student_dir, pairs, steps=settings.steps, batch_size=settings.batch_size, lr=settings.lr,
         warmup=settings.warmup, seed=config.sampling.seed, out_dir=path / "model",
-        description=which.replace("_", " "),
+        description=which.replace("_", " "), dtype=config.model.dtype,
     )
     return {"examples": len(pairs), "offered": offered, "final_loss": round(result.final_loss, 4)}
 
@@ -224,7 +239,8 @@ def _evaluate(config: LabConfig, model_dir: str, task, label: str, path: Path, n
     from rlbound.store import load_run
     from rlbound.verify.base import load_verifier
 
-    stats = sample_run(path / "run", task, load_engine("tiny", model_dir), load_verifier(task.verifier),
+    stats = sample_run(path / "run", task, load_engine("tiny", model_dir, dtype=config.model.dtype),
+                       load_verifier(task.verifier),
                        _sampling_params(config), n or config.sampling.n, seed=config.sampling.seed,
                        label=f"{label} on {task.name}")
     run = load_run(path / "run").samples
@@ -234,10 +250,54 @@ def _evaluate(config: LabConfig, model_dir: str, task, label: str, path: Path, n
 # ------------------------------------------------------------------------------- RL stages
 
 _RL_KNOBS = ("steps", "prompts_per_step", "group_size", "lr", "max_tokens", "dsrl_switch", "reward", "seed")
+RL_STARTS = ("base", "distilled")
 
 
-def trainer_config(config: LabConfig, algo: str):
-    """The :class:`TrainerConfig` the lab trains ``algo`` with (``rl`` knobs, then ``rl.trainer``)."""
+def lr_text(lr: float) -> str:
+    """A learning rate as a label: ``3e-05``, ``1.5e-04`` (mantissa without trailing zeros)."""
+    mantissa, exponent = f"{lr:e}".split("e")
+    return f"{mantissa.rstrip('0').rstrip('.')}e{exponent}"
+
+
+@dataclass(frozen=True)
+class RLModel:
+    """One RL model of the lab: its algorithm, start model, seed offset and (for the sweep) learning rate.
+
+    ``label``: ``[start+]algo[@lr<rate>][@s<seed>]``, e.g. ``grpo`` (seed 0 from the base model, the
+    label lab directories have always used), ``grpo@s1``, ``distilled+grpo``, ``nsr@lr3e-05``;
+    ``group``: the label without the seed, what the seeds of one configuration share.
+    """
+
+    algo: str
+    start: str = "base"
+    seed: int = 0
+    lr: float | None = None
+
+    @property
+    def group(self) -> str:
+        prefix = "" if self.start == "base" else f"{self.start}+"
+        return prefix + self.algo + ("" if self.lr is None else f"@lr{lr_text(self.lr)}")
+
+    @property
+    def label(self) -> str:
+        return self.group + (f"@s{self.seed}" if self.seed else "")
+
+
+def rl_models(config: LabConfig) -> list[RLModel]:
+    """Every RL model ``config`` trains: each start x algorithm x seed, then the learning-rate sweep
+    (base start, seed offset 0; a rate equal to ``rl.lr`` of a trained algorithm is that model)."""
+    rl = config.rl
+    models = [RLModel(algo, start, s) for start in rl.start for algo in rl.algorithms for s in range(rl.seeds)]
+    for algo, rates in rl.lr_sweep.items():
+        for lr in rates:
+            if not (algo in rl.algorithms and "base" in rl.start and math.isclose(lr, rl.lr, rel_tol=1e-9)):
+                models.append(RLModel(algo, "base", 0, float(lr)))
+    return models
+
+
+def trainer_config(config: LabConfig, algo: str, seed_offset: int = 0, lr: float | None = None):
+    """The :class:`TrainerConfig` the lab trains ``algo`` with (``rl`` knobs, then ``rl.trainer``);
+    ``seed_offset`` is added to ``rl.seed``, ``lr`` replaces ``rl.lr`` (the sweep)."""
     from dataclasses import fields
 
     from rlbound.train.config import TrainerConfig
@@ -249,9 +309,13 @@ def trainer_config(config: LabConfig, algo: str):
             raise RlboundError(f"rl.trainer.{key}: set rl.{key} itself instead")
         if key not in known:
             raise RlboundError(f"rl.trainer: unknown trainer knob {key!r}; knobs are {', '.join(sorted(known))}")
+    knobs = {k: getattr(rl, k) for k in _RL_KNOBS}
+    knobs["seed"] = rl.seed + seed_offset
+    if lr is not None:
+        knobs["lr"] = lr
     try:
-        return TrainerConfig(algo=algo, temperature=config.sampling.temperature,
-                             **{k: getattr(rl, k) for k in _RL_KNOBS}, **rl.trainer)
+        return TrainerConfig(algo=algo, temperature=config.sampling.temperature, dtype=config.model.dtype,
+                             **knobs, **rl.trainer)
     except TypeError as exc:
         raise RlboundError(f"rl.trainer: {exc}") from None
 
@@ -277,8 +341,31 @@ def check_rl_config(config: LabConfig) -> None:
             raise RlboundError(f"rl.{name} must be >= {least}, got {getattr(rl, name)}")
     if rl.check_problems > rl.problems:
         raise RlboundError(f"rl.check_problems ({rl.check_problems}) cannot exceed rl.problems ({rl.problems})")
-    for algo in rl.algorithms:
-        trainer_config(config, algo)
+    if rl.seeds < 1:
+        raise RlboundError(f"rl.seeds must be >= 1, got {rl.seeds}")
+    for start in rl.start:
+        if start not in RL_STARTS:
+            raise RlboundError(f"rl.start: unknown start model {start!r}; choose from {', '.join(RL_STARTS)}")
+    if not rl.start:
+        raise RlboundError(f"rl.start is empty; choose one or more of {', '.join(RL_STARTS)}")
+    if len(set(rl.start)) != len(rl.start):
+        raise RlboundError("rl.start: a start model is listed twice")
+    if "distilled" in rl.start and not config.distill.enabled:
+        raise RlboundError("rl.start: 'distilled' needs the distilled model; set distill.enabled = true")
+    _check_lr_sweep(rl, known)
+    for model in rl_models(config):
+        trainer_config(config, model.algo, model.seed, model.lr)
+
+
+def _check_lr_sweep(rl, known: list[str]) -> None:
+    for algo, rates in rl.lr_sweep.items():
+        if algo not in known:
+            raise RlboundError(f"rl.lr_sweep: unknown algorithm {algo!r}; choose from {', '.join(known)}")
+        if not isinstance(rates, list) or not all(
+                isinstance(r, (int, float)) and not isinstance(r, bool) and math.isfinite(r) and r > 0 for r in rates):
+            raise RlboundError(f"rl.lr_sweep.{algo} must be a list of learning rates > 0, got {rates!r}")
+        if len({float(r) for r in rates}) != len(rates):
+            raise RlboundError(f"rl.lr_sweep.{algo}: a learning rate is listed twice")
 
 
 def rl_tasks(config: LabConfig, n: int | None = None) -> list:
@@ -299,18 +386,19 @@ def _base_labels(config: LabConfig, base_dir: str, path: Path) -> dict:
     return {"labelled": len(labels), "problems": config.rl.problems * len(config.rl.families)}
 
 
-def _train_rl(config: LabConfig, algo: str, base_dir: str, labels_dir: str | None, path: Path) -> dict:
+def _train_rl(config: LabConfig, model: RLModel, start_dir: str, labels_dir: str | None, path: Path) -> dict:
     from rlbound.train.loop import train_rl
 
     labels = json.loads((Path(labels_dir) / "labels.json").read_text()) if labels_dir else None
-    result = train_rl(base_dir, rl_tasks(config), trainer_config(config, algo), path / "train",
-                      description=f"rl {algo}", labels=labels)
+    result = train_rl(start_dir, rl_tasks(config), trainer_config(config, model.algo, model.seed, model.lr),
+                      path / "train", description=f"rl {model.label}", labels=labels)
     metrics = result.metrics
     head, tail = metrics[:5], metrics[-5:]
     mean = lambda rows, key: round(sum(m.get(key, 0.0) for m in rows) / max(len(rows), 1), 4)  # noqa: E731
     return {"steps": len(metrics), "rollout_accuracy_first5": mean(head, "accuracy"),
             "rollout_accuracy_last5": mean(tail, "accuracy"), "kl_last5": mean(tail, "kl"),
-            "entropy_last5": mean(tail, "entropy"), "s_per_step": mean(metrics, "wall_s")}
+            "kl_k1_last5": mean(tail, "kl_k1"), "entropy_last5": mean(tail, "entropy"),
+            "s_per_step": mean(metrics, "wall_s")}
 
 
 # --------------------------------------------------------------------------------- the run
@@ -329,7 +417,10 @@ def run_lab(out: str | Path, config: LabConfig, preset_name: str = "default") ->
     if config.pretrain.init != "scratch" or config.teacher_pretrain.init not in ("scratch", "base"):
         raise RlboundError("pretrain.init must be 'scratch'; teacher_pretrain.init 'scratch' or 'base'")
     check_rl_config(config)
-    stages = _Stages(out)
+    # "auto" becomes the format it means on this machine, recorded in lab.json and the stage specs
+    fmt = dtype_name(resolve_dtype(config.model.dtype, "cpu", what="model.dtype"))
+    config = replace(config, model=replace(config.model, dtype=fmt))
+    stages = _Stages(out, fmt)
     world = config.world.as_dict()
     corpora = {
         which: stages.run(f"corpus-{which.split('_')[0]}", {"world": world, "corpus": getattr(config, which).as_dict()},
@@ -341,7 +432,7 @@ def run_lab(out: str | Path, config: LabConfig, preset_name: str = "default") ->
         start = models["base"] if getattr(config, train).init == "base" else None
         record = stages.run(
             f"pretrain-{name}",
-            {"corpus": corpora[corpus].key, "model": config.model.as_dict(),
+            {"corpus": corpora[corpus].key, "model": config.model.shape(),
              "train": getattr(config, train).as_dict(), "start": start and start[1]},
             lambda p, c=corpus, t=train, s=start: _pretrain(config, t, corpora[c], s and s[0], p),
         )
@@ -360,22 +451,25 @@ def run_lab(out: str | Path, config: LabConfig, preset_name: str = "default") ->
         )
         models[name] = (str(Path(record.path) / "model"), record.key)
     labels = None
-    if config.rl.algorithms and config.rl.reward == "incorrect_label":
-        labels = stages.run("labels-base", {"base": models["base"][1], "world": world, "rl": config.rl.as_dict(),
+    trained = rl_models(config)
+    if trained and config.rl.reward == "incorrect_label":
+        labels = stages.run("labels-base", {"base": models["base"][1], "world": world, "rl": _labels_rl_spec(config),
                                             "sampling": config.sampling.as_dict(),
                                             "graders": _graders(config.rl.families)},
                             lambda p: _base_labels(config, base_dir, p))
-    training: dict[str, list[dict]] = {}  # algorithm -> its per-step metrics, for the report
-    for algo in config.rl.algorithms:
+    training: dict[str, list[dict]] = {}  # RL model label -> its per-step metrics, for the report
+    for rl_model in trained:
+        start_dir, start_key = models[rl_model.start]
         record = stages.run(
-            f"rl-{algo}",
-            {"base": models["base"][1], "world": world, "problems": config.rl.problems,
-             "families": config.rl.families, "trainer": trainer_config(config, algo).as_dict(),
+            f"rl-{rl_model.label}",
+            {"base": start_key, "world": world, "problems": config.rl.problems,  # "base": the start model
+             "families": config.rl.families,
+             "trainer": _trainer_spec(config, rl_model),
              "labels": labels and labels.key, "graders": _graders(config.rl.families)},
-            lambda p, a=algo: _train_rl(config, a, base_dir, labels and labels.path, p),
+            lambda p, m=rl_model, d=start_dir: _train_rl(config, m, d, labels and labels.path, p),
         )
-        models[algo] = (str(Path(record.path) / "train" / "model"), record.key)
-        training[algo] = read_metrics(Path(record.path) / "train")
+        models[rl_model.label] = (str(Path(record.path) / "train" / "model"), record.key)
+        training[rl_model.label] = read_metrics(Path(record.path) / "train")
 
     test_tasks = {f: lab_task(f, config.world, config.world.test_problems) for f in FAMILIES}
     runs_by_family: dict[str, list] = {f: [] for f in FAMILIES}
@@ -391,9 +485,10 @@ def run_lab(out: str | Path, config: LabConfig, preset_name: str = "default") ->
             runs_by_family[family][-1].label = name
 
     train_runs: dict[str, list] = {f: [] for f in FAMILIES}
-    if config.rl.algorithms and config.rl.check_problems:
+    if trained and config.rl.check_problems:
         check_tasks = {t.name: t for t in rl_tasks(config, config.rl.check_problems)}
-        for name in ["base", *config.rl.algorithms]:
+        starts = ["base", *(s for s in config.rl.start if s != "base")]  # what each RL model is compared with
+        for name in [*starts, *(m.label for m in trained)]:
             model_dir, key = models[name]
             for family in config.rl.families:
                 record = stages.run(
@@ -408,25 +503,62 @@ def run_lab(out: str | Path, config: LabConfig, preset_name: str = "default") ->
                 train_runs[family][-1].label = name
 
     stage_rows = [r.as_dict() for r in stages.records]
-    reports, summary = {}, []
+    reports, summary, seeds = {}, [], {}
+    seed_groups = _seed_groups(config, trained)
     for family, runs in runs_by_family.items():
         groups = {p.id: p.metadata["class"] for p in test_tasks[family].problems}
         reports[family] = write_report(
             runs, out / "report" / family, title=f"rlbound lab ({preset_name}): {family}",
-            groups=groups, stages=stage_rows, training=training,
+            groups=groups, stages=stage_rows, training=training, seed_groups=seed_groups,
         )
-        summary += _summary_rows(family, runs, train_runs[family])
+        summary += _summary_rows(family, runs, train_runs[family], {m.label: m for m in trained}, config)
+        seeds[family] = json.loads((reports[family].parent / "results.json").read_text())["seeds"]
     record = {"preset": preset_name, "config": config.as_dict(), "stages": stage_rows,
               "models": {k: v[0] for k, v in models.items()},
-              "reports": {k: str(v) for k, v in reports.items()}, "summary": summary}
+              "reports": {k: str(v) for k, v in reports.items()}, "summary": summary, "seeds": seeds}
     atomic_write_text(out / "lab.json", json.dumps(record, indent=1) + "\n")
     return LabResult(out, stages.records, {k: v[0] for k, v in models.items()}, reports, summary)
 
 
-def _summary_rows(family: str, runs: list, train_runs: list) -> list[dict]:
+def _trainer_spec(config: LabConfig, model: RLModel) -> dict:
+    """The trainer knobs an RL stage hashes: float32, the only format before the ``dtype`` knob,
+    is left out, so lab directories built before it resume their RL stages."""
+    spec = trainer_config(config, model.algo, model.seed, model.lr).as_dict()
+    if spec.get("dtype") == "float32":
+        del spec["dtype"]
+    return spec
+
+
+def _labels_rl_spec(config: LabConfig) -> dict:
+    """The ``rl`` knobs the incorrect labels depend on, as the labels stage has always hashed them
+    (the knobs added since, which only choose which RL models to train, left out)."""
+    return {k: v for k, v in config.rl.as_dict().items() if k not in ("start", "seeds", "lr_sweep")}
+
+
+def _seed_groups(config: LabConfig, trained: list[RLModel]) -> dict[str, dict[str, list[str]]]:
+    """The report's seed comparisons: every RL configuration (algorithm x start, the learning-rate
+    sweep left out) with its labels over seeds; with several starts and algorithms, also the
+    algorithms compared at each start alone."""
+    every: dict[str, list[str]] = {}
+    by_start: dict[str, dict[str, list[str]]] = {}
+    for model in trained:
+        if model.lr is None:
+            every.setdefault(model.group, []).append(model.label)
+            by_start.setdefault(model.start, {}).setdefault(model.group, []).append(model.label)
+    if not every:
+        return {}
+    sets = {"every RL configuration (algorithm x start model)" if len(by_start) > 1 else "every RL algorithm": every}
+    if len(by_start) > 1 and len(config.rl.algorithms) > 1:
+        sets.update({f"RL from the {start} model": groups for start, groups in by_start.items()})
+    return sets
+
+
+def _summary_rows(family: str, runs: list, train_runs: list, rl_info: dict | None = None,
+                  config: LabConfig | None = None) -> list[dict]:
     """One row per model: pass@1 and pass@k (k = n) with 95% bands, coverage at k against the
     base model (problems only it / only the base solves), ΔSE against the base, and, for the
-    models the RL check sampled, training-set pass@1."""
+    models the RL check sampled, training-set pass@1. RL models (``rl_info``: label → RLModel)
+    say under ``rl`` what trained them: algorithm, start model, seed and learning rate."""
     from rlbound.analysis.coverage import coverage
     from rlbound.analysis.efficiency import sampling_efficiency_gap
     from rlbound.analysis.passk import pass_at_k_curve
@@ -448,5 +580,9 @@ def _summary_rows(family: str, runs: list, train_runs: list) -> list[dict]:
             check = pass_at_k_curve(trained[run.label], ks=[1])
             row["train_pass@1"], lo, hi = check.at(1)
             row["train_pass@1_ci"] = [lo, hi]
+        model = (rl_info or {}).get(run.label)
+        if model is not None and config is not None:
+            row["rl"] = {"algorithm": model.algo, "start": model.start, "group": model.group,
+                         "seed": config.rl.seed + model.seed, "lr": config.rl.lr if model.lr is None else model.lr}
         rows.append(row)
     return rows

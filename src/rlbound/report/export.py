@@ -1,18 +1,20 @@
 """The report's numbers, computed once, and their machine-readable exports.
 
 :func:`build_report_data` runs the analyses a report shows (pass@k curves with bands, maj@k at
-the largest k, per-problem accuracy histograms, the crossover of every run against the first
+the largest k and answer agreement, per-problem accuracy histograms, the crossover of every run against the first
 run, and per comparison the coverage, empirical support and sampling-efficiency gap at the
-largest common k; per run the answer and token entropy) and keeps them in one :class:`ReportData`, which the HTML page (``report/html.py``), the
+largest common k, with the solution-level support beside it; per run the answer and token entropy) and keeps them in one :class:`ReportData`, which the HTML page (``report/html.py``), the
 JSON export and the CSV tables all read, so they cannot disagree. :func:`passk_rows` gives the
 rows of the CLI's ``rlbound passk`` table.
 
 Files written here: ``results.json`` (every number, including per-problem n and c; coverage,
-empirical support and ΔSE per comparison under ``support_comparisons``, answer and token entropy
+empirical support, solution-level support (``solution_support``) and ΔSE per comparison under
+``support_comparisons``, answer and token entropy
 per run under ``entropy``; the PPL distribution per (scored run, scorer) under ``perplexity``;
 honesty warnings under ``warnings``; reasoning-pattern rates per run under ``reasoning_patterns``;
 pass@1 / pass@k per problem group under ``groups`` (null without the ``groups`` hook); the
-caller's pipeline stages under ``stages``; per run graded by ``qa`` / ``qa-judge``, SimpleQA's
+caller's pipeline stages under ``stages``; answer agreement per run (``runs[i].answer_agreement``);
+per set of ``seed_groups`` the groups' spread over seeds and their comparison under ``seeds``; per run graded by ``qa`` / ``qa-judge``, SimpleQA's
 correct, incorrect, not attempted, correct given attempted and F-score under ``simpleqa``),
 ``passk.csv`` (run,k,mean,lo,hi) and ``per_problem.csv`` (run,problem_id,n,c).
 
@@ -34,6 +36,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from rlbound import __version__
+from rlbound.analysis.agreement import AnswerAgreement, answer_agreement_run, has_many_correct_answers
 from rlbound.analysis.coverage import Coverage, coverage
 from rlbound.analysis.efficiency import DEFAULT_K_REF, SamplingEfficiencyGap, sampling_efficiency_gap
 from rlbound.analysis.entropy import AnswerEntropy, TokenEntropy, answer_entropy_run, token_entropy
@@ -54,6 +57,8 @@ from rlbound.analysis.passk import (
 from rlbound.analysis.perplexity import PerplexitySummary, SampleScores, perplexity_summary
 from rlbound.analysis.qa import QAMetrics, is_qa_run, qa_metrics
 from rlbound.analysis.samples import RunSamples, match_problem_ids
+from rlbound.analysis.seeds import SeedComparison, compare_seed_runs
+from rlbound.analysis.solutions import SolutionSupport, solution_key_kind, solution_support
 from rlbound.analysis.support import EmpiricalSupport, empirical_support
 from rlbound.atomic import atomic_write_text
 from rlbound.errors import RlboundError
@@ -83,6 +88,10 @@ class RunSummary:
     qa: QAMetrics | None = None
     """SimpleQA's numbers (correct, incorrect, not attempted, F-score) for runs graded by the qa or
     qa-judge verifier, else None."""
+    agreement: AnswerAgreement | None = None
+    """Answer agreement (``rlbound.analysis.agreement``); None without extracted answers or with one sample."""
+    many_answers: bool = False
+    """The task has many correct answers per problem (countdown): the summary shows agreement, not maj@k."""
 
     @property
     def k_max(self) -> int:
@@ -106,6 +115,11 @@ class ComparisonSummary:
     """Coverage with A = the reference, B = the run, at ``k_support``."""
     support: EmpiricalSupport | None = None
     """Empirical support with base = the reference, RL = the run, at ``k_support`` (ζ = ``SUPPORT_ZETA``)."""
+    solutions: SolutionSupport | None = None
+    """Distinct correct solutions (base = the reference, RL = the run) at ``k_support``: recovered,
+    new, lost; the key chosen from the runs' task (``solution_key_kind``)."""
+    solutions_note: str = ""
+    """Why ``solutions`` is missing, when it is (e.g. a run without extracted answers)."""
     efficiency: SamplingEfficiencyGap | None = None
     """ΔSE = pass@k_ref(reference) − pass@1(run), k_ref = min(256, ``k_support``)."""
     note: str = ""
@@ -136,6 +150,9 @@ class ReportData:
     """The caller's pipeline stages (name, wall_s, cached, …), shown as a table."""
     training: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     """Per-step metrics of RL runs by label (``metrics.jsonl`` rows), drawn as training curves."""
+    seeds: dict[str, list[SeedComparison]] = field(default_factory=dict)
+    """Per set of ``seed_groups``: pass@1 and pass@k (k = the set's smallest n) compared between
+    groups (algorithms) against the spread between each group's seeds (``rlbound.analysis.seeds``)."""
 
 
 def _meta_field(meta: dict[str, Any], key: str) -> str | None:
@@ -205,6 +222,11 @@ def _support_comparison(cmp: ComparisonSummary, ref: RunSamples, run: RunSamples
         return
     cmp.coverage = coverage(ref, run, k)
     cmp.support = empirical_support(ref, run, k, SUPPORT_ZETA, n_boot=n_boot, ci=ci, seed=seed)
+    try:
+        cmp.solutions = solution_support(ref, run, k, solution_key_kind(ref.meta, run.meta),
+                                         n_boot=n_boot, ci=ci, seed=seed)
+    except RlboundError as exc:
+        cmp.solutions_note = str(exc)
     cmp.efficiency = sampling_efficiency_gap(ref, run, min(DEFAULT_K_REF, k), n_boot=n_boot, ci=ci, seed=seed)
 
 
@@ -220,15 +242,19 @@ def build_report_data(
     stages: Sequence[Mapping[str, Any]] | None = None,
     perplexity: Sequence[SampleScores] = (),
     training: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
+    seed_groups: Mapping[str, Mapping[str, Sequence[str]]] | None = None,
 ) -> ReportData:
     """Run every analysis the report shows; the first run is the reference for comparisons.
 
     ``groups`` maps problem id → group label (a "By problem group" section: per run and group,
     pass@1 and pass@k at the largest common k); ``stages`` lists the caller's pipeline stages as
     ``{"name": str, "wall_s": float, "cached": bool, ...}`` (a "Stages" table); ``training`` maps
-    an RL run's label to its per-step metrics (rows with ``step``; an "RL training" figure).
+    an RL run's label to its per-step metrics (rows with ``step``; an "RL training" figure);
+    ``seed_groups`` maps a set name to groups (e.g. algorithms) of run labels, one run per seed
+    (a "Seeds" section: each group's spread over seeds and whether the groups differ by more).
     """
     _check_runs(runs)
+    seed_runs = check_seed_groups(seed_groups, runs)
     stage_rows = check_stages(stages)
     training_rows = check_training(training)
     extra = tuple(sorted({int(k) for k in extra_ks}))
@@ -251,6 +277,11 @@ def build_report_data(
             ))
             if is_qa_run(meta) and len(run.statuses) == len(run.problem_ids):
                 summaries[-1].qa = qa_metrics(run, n_boot=n_boot, ci=ci, seed=seed)
+            summaries[-1].many_answers = has_many_correct_answers(meta)
+            try:
+                summaries[-1].agreement = answer_agreement_run(run, n_boot=n_boot, ci=ci, seed=seed)
+            except RlboundError:  # no extracted answers, or a problem with one sample
+                pass
             bar.advance()
         ref = runs[0]
         for run in runs[1:]:
@@ -271,6 +302,9 @@ def build_report_data(
         data.groups = group_pass_at_k(runs, groups, n_boot=n_boot, ci=ci, seed=seed)
     data.stages = stage_rows
     data.training = training_rows
+    for name, groups_of_set in seed_runs.items():
+        k = int(min(run.n.min() for group in groups_of_set.values() for run in group))
+        data.seeds[name] = compare_seed_runs(groups_of_set, sorted({1, k}), seed=seed)
     # ``perplexity``: score files of the runs (``Run.scores``, written by ``rlbound score``)
     data.perplexity = [perplexity_summary(s, n_boot=n_boot, ci=ci, seed=seed) for s in perplexity]
     return data
@@ -286,6 +320,29 @@ def check_training(training: Mapping[str, Sequence[Mapping[str, Any]]] | None) -
                 raise RlboundError(f"report: training row {i} of {label!r} needs an integer 'step'")
             curves[str(label)].append(dict(row))
     return curves
+
+
+def check_seed_groups(seed_groups: Mapping[str, Mapping[str, Sequence[str]]] | None,
+                      runs: Sequence[RunSamples]) -> dict[str, dict[str, list[RunSamples]]]:
+    """The runs of each set's groups; every label must be a run's, and in one group of its set."""
+    by_label = {run.label: run for run in runs}
+    sets: dict[str, dict[str, list[RunSamples]]] = {}
+    for name, groups in (seed_groups or {}).items():
+        if not isinstance(groups, Mapping) or not groups:
+            raise RlboundError(f"report: seed group set {name!r} must map group names to run labels")
+        seen: set[str] = set()
+        sets[str(name)] = {}
+        for group, labels in groups.items():
+            if isinstance(labels, str) or not labels:
+                raise RlboundError(f"report: seed group {group!r} needs a list of run labels")
+            for label in labels:
+                if label not in by_label:
+                    raise RlboundError(f"report: seed group {group!r} names run {label!r}, which is not a run here")
+                if label in seen:
+                    raise RlboundError(f"report: run {label!r} is in two seed groups of {name!r}")
+                seen.add(label)
+            sets[str(name)][str(group)] = [by_label[label] for label in labels]
+    return sets
 
 
 def check_stages(stages: Sequence[Mapping[str, Any]] | None) -> list[dict[str, Any]]:
@@ -340,6 +397,8 @@ def results_dict(data: ReportData) -> dict[str, Any]:
             "n_max": int(s.curve.n.max()),
             "pass_at_k": s.curve.to_dict()["points"],
             "maj_at_k": s.maj.to_dict(),
+            "answer_agreement": s.agreement.to_dict() if s.agreement is not None else None,
+            "many_correct_answers": s.many_answers,
             "verify_statuses": s.verify_statuses,
             "pass_at_k_base_tests": s.base_curve.to_dict()["points"] if s.base_curve is not None else None,
             "simpleqa": s.qa.to_dict() if s.qa is not None else None,
@@ -364,6 +423,8 @@ def results_dict(data: ReportData) -> dict[str, Any]:
         "k_definition": "largest k both runs support: smallest n over their common problems",
         "coverage": cmp.coverage.to_dict() if cmp.coverage is not None else None,
         "empirical_support": cmp.support.to_dict() if cmp.support is not None else None,
+        "solution_support": cmp.solutions.to_dict() if cmp.solutions is not None else None,
+        "solution_support_note": cmp.solutions_note,
         "sampling_efficiency_gap": cmp.efficiency.to_dict() if cmp.efficiency is not None else None,
         "note": cmp.note,
     } for cmp in data.comparisons]
@@ -382,6 +443,8 @@ def results_dict(data: ReportData) -> dict[str, Any]:
         "groups": data.groups.to_dict() if data.groups is not None else None,
         "stages": data.stages,
         "training": data.training,
+        "seeds": [{"set": name, "comparisons": [c.to_dict() for c in comparisons]}
+                  for name, comparisons in data.seeds.items()],
         "perplexity": [p.to_dict() for p in data.perplexity],
     })
 

@@ -2,14 +2,18 @@
 
 :func:`write_report` computes the report's numbers once (``report/export.py``), then writes
 ``report.html`` — honesty warnings first (a box, ``rlbound.analysis.honesty``), then a summary table (per run: label, model/engine/task from ``run.meta``,
-problems, n, pass@1, pass@k at the largest k and maj@k, with bootstrap intervals), the pass@k
+problems, n, pass@1, pass@k at the largest k and maj@k — answer agreement instead for tasks with many
+correct answers, such as countdown — with bootstrap intervals), the pass@k
 curves with bands, a crossover statement for every run against the first (the reference, e.g.
-the base model), coverage and empirical support (P/S/E/O, SRR, NDR, SDS, NSCR, ε) and entropy
+the base model), coverage and empirical support (P/S/E/O, SRR, NDR, SDS, NSCR, ε), support at the
+level of solutions (distinct correct solutions recovered, new and lost; recovery rate) and entropy
 and sampling efficiency (answer / token entropy per run, ΔSE per comparison), the per-problem
 accuracy histogram, perplexity distributions when runs have score files (``rlbound score``;
 the caller passes them as ``perplexity``), reasoning-pattern rates per 1k tokens, pass@1 /
-pass@k per problem group (the ``groups`` hook), the full pass@k table and the caller's pipeline
-stages (the ``stages`` hook) — next to
+pass@k per problem group (the ``groups`` hook), each seed group's spread over seeds against the
+spread between groups (the ``seed_groups`` hook), the full pass@k table, the RL training curves
+(the ``training`` hook; the KL panel draws k1 for runs whose k3 estimate exploded) and the
+caller's pipeline stages (the ``stages`` hook) — next to
 ``results.json``, ``passk.csv`` and ``per_problem.csv``.
 
 The page embeds its figures as base64 PNG and its CSS inline: no scripts, no external URLs, so it
@@ -91,8 +95,9 @@ def _status_share(statuses: dict[str, int]) -> str:
 
 
 def _summary_table(data: ReportData) -> str:
-    head = ["run", "model", "engine", "task", "problems", "n", "pass@1", "pass@k (k max)", "maj@k (k max)",
-            "no answer / timeouts"]
+    agree = any(s.many_answers and s.agreement is not None for s in data.runs)
+    head = ["run", "model", "engine", "task", "problems", "n", "pass@1", "pass@k (k max)",
+            "maj@k (k max) / answer agreement" if agree else "maj@k (k max)", "no answer / timeouts"]
     rows = []
     for i, s in enumerate(data.runs):
         cur = s.curve
@@ -106,11 +111,40 @@ def _summary_table(data: ReportData) -> str:
             f'<td class="l">{_e(s.task or "–")}</td><td>{cur.n_problems}</td>'
             f"<td>{n_lo if n_lo == n_hi else f'{n_lo}–{n_hi}'}</td>"
             f"<td>{_val(m1, lo1, hi1)}</td><td>pass@{k} = {_val(mk, lok, hik)}</td>"
-            f"<td>maj@{s.maj.k} = {_val(s.maj.mean, s.maj.lo, s.maj.hi)}</td>"
+            f"<td>{_vote_cell(s)}</td>"
             f"<td>{_status_share(s.verify_statuses)}</td></tr>"
         )
     ths = "".join(f'<th class="l">{h}</th>' if j < 4 else f"<th>{h}</th>" for j, h in enumerate(head))
     return f"<table><tr>{ths}</tr>{''.join(rows)}</table>"
+
+
+def _vote_cell(s) -> str:
+    """maj@k, or for a task with many correct answers its answer agreement (same / same correct answer)."""
+    a = s.agreement
+    if s.many_answers and a is not None:
+        return (f"agreement {_val(a.mean, a.lo, a.hi)}, correct "
+                f"{_val(a.mean_correct, a.lo_correct, a.hi_correct)}")
+    return f"maj@{s.maj.k} = {_val(s.maj.mean, s.maj.lo, s.maj.hi)}"
+
+
+def _agreement_note(data: ReportData) -> str:
+    """Why some runs show answer agreement in place of maj@k ("" when none does)."""
+    shown = [s for s in data.runs if s.many_answers and s.agreement is not None]
+    if not shown:
+        return ""
+    majs = ", ".join(f"{_e(s.label)} {s.maj.mean:.3f}" for s in shown)
+    return (
+        '<p class="note" id="agreement">Answer agreement replaces maj@k for this task: its problems have many '
+        "correct answers (countdown: any expression reaching the target), so correct samples spread over many "
+        "distinct answers while a wrong one can pile up, and majority voting measures how the answers split "
+        "more than whether the model solves the problem. What voting relies on is agreement between samples, "
+        "measured directly: <b>agreement</b> is the probability that two of a problem's samples (drawn without "
+        "replacement) give the same answer, Σ c(c−1) / (n(n−1)) over its distinct answers (unbiased for Σ p²; "
+        "samples without an answer agree with nothing); <b>correct</b> is the probability that they give the "
+        "same correct answer. Answers compare by their countdown normal form (3*4+5 = 5+4*3). Means over "
+        f"problems, bootstrap intervals over problems. For the record, maj@k here: {majs} (results.json keeps "
+        "both).</p>"
+    )
 
 
 def _multiple_choice_note(data: ReportData) -> str:
@@ -243,6 +277,43 @@ def _support_section(data: ReportData) -> str:
         f"ε = ln(1/ζ)/k with {_e(zeta_txt)}: a problem unsolved in k samples has a per-sample success "
         "rate below about ε, with miss probability ζ — not that it is impossible. Intervals resample "
         "common problems, the same resample for both runs.</p>"
+    )
+
+
+def _solutions_section(data: ReportData) -> str:
+    """Distinct correct solutions per comparison: recovered, new, lost ("" when none was computed)."""
+    rows, notes = [], []
+    for cmp in data.comparisons:
+        sol = cmp.solutions
+        if sol is None:
+            if cmp.solutions_note:
+                notes.append(f"<li><b>{_e(cmp.run)}</b> vs <b>{_e(cmp.reference)}</b>: {_e(cmp.solutions_note)}</li>")
+            continue
+        est = "".join(f"<td>{_val_or_na(e.value, e.lo, e.hi)}</td>" for e in (
+            sol.estimates[name] for name in ("recovery_pooled", "recovery_mean", "base_diversity", "rl_diversity")))
+        rows.append(
+            f'<tr><td class="l">{_e(cmp.run)}</td><td class="l">{_e(cmp.reference)}</td><td>{sol.k}</td>'
+            f'<td class="l">{_e(sol.key_kind)}</td><td>{sol.n_problems}</td><td>{int(sol.rl_distinct.sum())}</td>'
+            f"<td>{int(sol.shared.sum())}</td><td>{int(sol.new.sum())}</td><td>{int(sol.lost.sum())}</td>{est}</tr>"
+        )
+    if not rows and not notes:
+        return ""
+    head = ("<tr><th class=\"l\">run</th><th class=\"l\">reference</th><th>k</th><th class=\"l\">same solution</th>"
+            "<th>problems</th><th>run's solutions</th><th>recovered</th><th>new</th><th>lost</th>"
+            "<th>recovery (pooled)</th><th>recovery (mean per problem)</th><th>solutions / problem (reference)</th>"
+            "<th>solutions / problem (run)</th></tr>")
+    table = f"<table>{head}{''.join(rows)}</table>" if rows else ""
+    return (
+        '<h3 id="solution-support">Support at the level of solutions</h3>' + table
+        + ("<ul>" + "".join(notes) + "</ul>" if notes else "")
+        + '<p class="note">Distinct correct solutions among each run\'s first k samples, summed over common '
+        "problems. <b>Recovered</b>: the run's solutions the reference also produced; <b>new</b>: the run's "
+        "solutions the reference never produced; <b>lost</b>: the reference's solutions the run never produced. "
+        "Recovery = recovered / the run's solutions (pooled over problems, or the mean per problem where the run "
+        "has one). Same solution: countdown answers by their normal form (commutativity and associativity "
+        "ignored); other tasks by the whitespace-normalised final answer, which is answer-level — a single-answer "
+        "task has about one per solved problem. Intervals resample common problems, the same resample for both "
+        "runs.</p>"
     )
 
 
@@ -392,21 +463,96 @@ def _groups_section(data: ReportData) -> str:
     )
 
 
+KL_K3_HUGE = 10.0
+"""A run whose k3 KL estimate exceeds this (nats per token) at some step has its k1 estimate drawn instead."""
+
+
+def _training_curves(data: ReportData) -> tuple[dict[str, list[dict]], dict[str, str], list[str]]:
+    """The curves to draw (label → rows), each drawn label's original label, and the runs drawn with k1.
+
+    k3 (``kl``) is the trainer's KL estimate, but one token whose probability fell far below the
+    start model's makes it explode (PreRL runs reached 1e5); such runs, when they logged k1
+    (``kl_k1``), are drawn with k1 in the KL panel and labelled "(k1)".
+    """
+    curves, original, swapped = {}, {}, []
+    for label, rows in data.training.items():
+        k3 = [abs(r["kl"]) for r in rows if isinstance(r.get("kl"), (int, float))]
+        has_k1 = any(isinstance(r.get("kl_k1"), (int, float)) for r in rows)
+        if has_k1 and k3 and max(k3) > KL_K3_HUGE:
+            drawn = f"{label} (k1)"
+            curves[drawn] = [{**r, "kl": r.get("kl_k1")} for r in rows]
+            swapped.append(label)
+        else:
+            drawn = label
+            curves[drawn] = rows
+        original[drawn] = label
+    return curves, original, swapped
+
+
 def _training_section(data: ReportData) -> str:
     if not data.training:
         return ""
     order = [s.label for s in data.runs]
-    styles = {label: run_style(order.index(label) if label in order else len(order) + i)
-              for i, label in enumerate(data.training)}
-    png = training_curves_png(data.training, styles)
+    curves, original, swapped = _training_curves(data)
+    styles = {drawn: run_style(order.index(label) if label in order else len(order) + i)
+              for i, (drawn, label) in enumerate(original.items())}
+    png = training_curves_png(curves, styles)
+    k1_note = ""
+    if swapped:
+        k1_note = (f" For {', '.join(_e(x) for x in swapped)} (marked \"(k1)\"), k3 exceeded {KL_K3_HUGE:g} at some "
+                   "step: k3 = r − 1 − ln r with r = π_ref/π explodes on a token whose probability fell far below "
+                   "the start model's, so the panel draws the k1 estimate instead, the mean of ln(π/π_ref) over the "
+                   "sampled tokens (unbiased but noisy; a step's value can be below 0).")
     return (
         '<h2>RL training</h2>'
         f'<img src="{png_data_uri(png)}" alt="per-step rollout accuracy, KL, entropy and response length of each RL run">'
         '<p class="note">Per step of each RL run, from its metrics.jsonl: the accuracy of its rollouts on training '
         'problems (a trailing 5-step mean, since each step draws other problems), the k3 estimate of the KL to the '
         'model it started from (under the step\'s conditioning: P(y) for PreRL phases), token entropy and response '
-        'length.</p>'
+        f'length.{k1_note} metrics.jsonl holds both estimates (kl: k3, kl_k1: k1).</p>'
     )
+
+
+def _seeds_section(data: ReportData) -> str:
+    """Each group's spread over seeds and the between- vs within-group comparison ("" without seed groups)."""
+    if not data.seeds:
+        return ""
+    parts = ['<h2 id="seeds">Seeds: algorithms against seed noise</h2>']
+    for name, comparisons in data.seeds.items():
+        metrics = [c.metric for c in comparisons]
+        head = "".join(f"<th>{_e(m)}: mean</th><th>sd</th><th>min – max</th>" for m in metrics)
+        rows = []
+        for i, group in enumerate(comparisons[0].groups):
+            cells = []
+            for c in comparisons:
+                g = c.groups[i]
+                sd = f"{g.sd:.3f}" if g.n > 1 else "–"
+                cells.append(f"<td>{g.mean:.3f}</td><td>{sd}</td><td>{g.min:.3f} – {g.max:.3f}</td>")
+            rows.append(f'<tr><td class="l">{_e(group.group)}</td><td class="l">{_e(", ".join(group.labels))}</td>'
+                        f"<td>{group.n}</td>{''.join(cells)}</tr>")
+        readings = []
+        for c in comparisons:
+            extra = ""
+            if c.defined:
+                f_p = "n/a (SciPy not installed)" if c.p_value_f is None else f"{c.p_value_f:.3g}"
+                extra = (f" (between-group sd {c.between_sd:.3f}, pooled within-group sd {c.within_sd:.3f}; "
+                         + (f"all {c.assignments} assignments" if c.exact else f"{c.assignments} random assignments")
+                         + f"; p from the F distribution: {f_p})")
+            readings.append(f"<li>{_e(c.statement())}{_e(extra)}</li>")
+        parts.append(f"<h3>{_e(name)}</h3><table><tr><th class=\"l\">group</th><th class=\"l\">runs</th>"
+                     f"<th>seeds</th>{head}</tr>{''.join(rows)}</table><ul>{''.join(readings)}</ul>")
+    parts.append(
+        '<p class="note">Each run\'s value is its pass@k over the test problems (the unbiased estimator\'s mean, '
+        "k = 1 and the set's smallest n); per group the mean over its seeds, the standard deviation over seeds "
+        "(ddof 1) and the range. Are the groups distinguishable? One-way ANOVA: F = between-group mean square / "
+        "pooled within-group mean square. Its p-value comes from a permutation test over the seed labels (no "
+        "assumption beyond exchangeable values under \"no difference\"; exact when every distinct assignment of "
+        "the values to the groups is enumerated, else 10,000 random ones); with few seeds the smallest attainable "
+        "p is large (2 groups × 2 seeds: 1/3), so \"not distinguishable\" may only mean too few seeds. The "
+        "F-distribution p-value assumes normal seed noise of equal variance. A seed's value includes its "
+        "evaluation noise on these problems (the same problems for every run).</p>"
+    )
+    return "".join(parts)
 
 
 def _stages_section(data: ReportData) -> str:
@@ -477,6 +623,7 @@ Numbers in brackets are interval bounds. Machine-readable copies: results.json, 
 {_base_tests_table(data)}
 {_multiple_choice_note(data)}
 {_qa_table(data)}
+{_agreement_note(data)}
 <p class="note">k max is each run's smallest per-problem n; maj@k: majority vote over the first k samples
 (unanswered samples do not vote; ties go to the answer seen first).</p>
 <h2>pass@k curves</h2>
@@ -485,6 +632,7 @@ Numbers in brackets are interval bounds. Machine-readable copies: results.json, 
 {_crossover_section(data)}
 <h2>Coverage and empirical support (each run vs {_e(data.runs[0].label)})</h2>
 {_support_section(data)}
+{_solutions_section(data)}
 <h2>Entropy and sampling efficiency</h2>
 {_entropy_section(data)}
 <h2>Per-problem accuracy</h2>
@@ -493,6 +641,7 @@ Numbers in brackets are interval bounds. Machine-readable copies: results.json, 
 <h2>Reasoning patterns</h2>
 {_patterns_section(data)}
 {_groups_section(data)}
+{_seeds_section(data)}
 {_perplexity_section(data)}
 <h2>pass@k table</h2>
 {_passk_table(data)}
@@ -515,6 +664,7 @@ def write_report(
     stages: Sequence[Mapping[str, Any]] | None = None,
     perplexity: Sequence[SampleScores] = (),
     training: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
+    seed_groups: Mapping[str, Mapping[str, Sequence[str]]] | None = None,
 ) -> Path:
     """Write report.html, results.json, passk.csv and per_problem.csv into ``out_dir``; return the page's path.
 
@@ -524,11 +674,13 @@ def write_report(
     (``{"name", "wall_s", "cached", ...}`` per pipeline stage) adds a "Stages" table.
     ``perplexity`` (score files of the runs: ``Run.scores`` from the store) adds a "Perplexity" section.
     ``training`` (RL run label → its per-step metrics) adds an "RL training" figure.
+    ``seed_groups`` (set name → group → run labels, one per seed) adds a "Seeds" section.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     data = build_report_data(runs, extra_ks=extra_ks, title=title, n_boot=n_boot, ci=ci, seed=seed,
-                             groups=groups, stages=stages, perplexity=perplexity, training=training)
+                             groups=groups, stages=stages, perplexity=perplexity, training=training,
+                             seed_groups=seed_groups)
     write_results_json(data, out / "results.json")
     write_csvs(data, out)
     return atomic_write_text(out / "report.html", render_html(data))

@@ -210,7 +210,7 @@ def entropy_pairs_png(labels: Sequence[str], answer: Sequence[tuple[float, float
     return _png(fig)
 
 
-TRAINING_PANELS = (("accuracy", "rollout accuracy (5-step mean)"), ("kl", "KL to the start model (k3, symlog)"),
+TRAINING_PANELS = (("accuracy", "rollout accuracy (5-step mean)"), ("kl", "KL to the start model (k3; k1 where marked; symlog)"),
                    ("entropy", "token entropy (nats)"), ("response_length", "response length (tokens)"))
 
 

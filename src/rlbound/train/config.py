@@ -62,6 +62,9 @@ class TrainerConfig:
     checkpoint_every: int = 10
     """Steps between checkpoints (resume after an interruption loses at most this many)."""
     seed: int = 0
+    dtype: str = "float32"
+    """Compute format of a tiny policy: auto (bfloat16 where the CPU has it), float32 or bfloat16
+    (forward passes under autocast, rollouts from a bfloat16 copy; weights stay float32)."""
 
     def __post_init__(self) -> None:
         for name in ("steps", "prompts_per_step", "group_size", "max_tokens", "updates_per_batch", "minibatches"):

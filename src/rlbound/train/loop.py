@@ -18,7 +18,8 @@ Each step:
    KL term to a frozen reference model and an entropy bonus when their weights are non-zero. PPO
    trains a critic (a copy of the policy with a scalar head) on the returns of GAE.
 
-Metrics per step go to ``OUT/metrics.jsonl`` (reward, accuracy, entropy, KL, response length,
+Metrics per step go to ``OUT/metrics.jsonl`` (reward, accuracy, entropy, KL (``kl``: the k3
+estimate; ``kl_k1``: k1 beside it), response length,
 clip fraction, kept samples, losses, wall time), with a live progress bar. A checkpoint
 (``OUT/checkpoint``: weights, optimiser, critic, step) is written every ``checkpoint_every``
 steps; rerunning the same command resumes from it. The trained model is saved to
@@ -133,11 +134,11 @@ def train_rl(model: str | Path, tasks: Task | Sequence[Task], config: TrainerCon
     state = None
     if (checkpoint / "state.pt").exists():
         state = torch.load(checkpoint / "state.pt", map_location="cpu", weights_only=False)
-        if state["config"] != config.as_dict():
+        if {"dtype": "float32", **state["config"]} != config.as_dict():  # checkpoints before dtype: float32
             raise RlboundError(f"train: '{out}' holds a run with other settings; use another --out")
-        policy = load_policy(checkpoint / "policy", engine)
+        policy = load_policy(checkpoint / "policy", engine, dtype=config.dtype)
     else:
-        policy = load_policy(model, engine)
+        policy = load_policy(model, engine, dtype=config.dtype)
     torch.manual_seed(config.seed)
     policy.model.train()
     optimizer = torch.optim.AdamW(policy.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -154,11 +155,11 @@ def train_rl(model: str | Path, tasks: Task | Sequence[Task], config: TrainerCon
     # The reference is the starting model (re-synced to the policy at DSRL's switch). It is kept
     # even without a KL term, so every step reports the KL to it.
     if (checkpoint / "reference").exists():
-        reference = load_policy(checkpoint / "reference", engine).frozen_copy()
+        reference = load_policy(checkpoint / "reference", engine, dtype=config.dtype).frozen_copy()
     elif config.algo == "dsrl" and start == config.dsrl_switch:
         reference = policy.frozen_copy()
     else:
-        reference = load_policy(model, engine).frozen_copy()
+        reference = load_policy(model, engine, dtype=config.dtype).frozen_copy()
 
     tasks = [tasks] if isinstance(tasks, Task) else list(tasks)
     templates = {t.name: get_template(t.template) for t in tasks}
@@ -348,4 +349,6 @@ def _update(policy, reference, critic, optimizer, critic_opt, algo, config, step
     result = {key: value / count for key, value in totals.items()}
     # KL(policy before this update ‖ reference), k3 estimator, mean over response tokens
     result["kl"] = float((kl_estimate(old_logp, ref_logp, "k3") * mask_f).sum() / mask_f.sum().clamp(min=1))
+    # and k1 (mean log-ratio): noisier, but without k3's heavy tail, which explodes under PreRL
+    result["kl_k1"] = float((kl_estimate(old_logp, ref_logp, "k1") * mask_f).sum() / mask_f.sum().clamp(min=1))
     return result

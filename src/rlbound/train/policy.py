@@ -68,14 +68,24 @@ class Policy:
 class TinyPolicy(Policy):
     kind = "tiny"
 
-    def __init__(self, model, tokenizer, source: str):
+    def __init__(self, model, tokenizer, source: str, compute_dtype: torch.dtype = torch.float32):
         self.model, self.tokenizer, self.source = model, tokenizer, source
         self.bos_id, self.pad_id = tokenizer.bos_id, tokenizer.pad_id
+        self.compute_dtype = compute_dtype
+        """bfloat16: forward passes under autocast (float32 weights and logits) and rollouts from a
+        bfloat16 copy of the weights, as the tiny engine samples in bfloat16."""
 
     def engine(self):
         from rlbound.engines.tiny.engine import TinyEngine
 
-        return TinyEngine.from_model(self.model, self.tokenizer, label=self.source)
+        model = self.model
+        if self.compute_dtype != torch.float32:  # a fresh copy per rollout batch: it follows the updates
+            model = copy.deepcopy(self.model).to(self.compute_dtype).eval()
+        return TinyEngine.from_model(model, self.tokenizer, label=self.source)
+
+    def _autocast(self, ids):
+        return torch.autocast(ids.device.type, dtype=self.compute_dtype,
+                              enabled=self.compute_dtype != torch.float32)
 
     def encode_prompt(self, text: str) -> list[int]:
         return self.tokenizer.encode(text, bos=True)
@@ -84,10 +94,12 @@ class TinyPolicy(Policy):
         return self.tokenizer.encode(text, eos=True)
 
     def logits(self, ids, attention_mask):
-        return self.model(ids)  # right padding: causal attention never looks at later pads
+        with self._autocast(ids):
+            return self.model(ids)  # right padding: causal attention never looks at later pads
 
     def hidden(self, ids, attention_mask):
-        return self.model(ids, hidden=True)
+        with self._autocast(ids):
+            return self.model(ids, hidden=True)
 
     def hidden_size(self) -> int:
         return self.model.config.d_model
@@ -157,13 +169,18 @@ def _forget_dequantized_gguf(model) -> None:
     quantizer.remove_quantization_config(model)
 
 
-def load_policy(model: str | Path, engine: str = "tiny", device: str = "cpu") -> Policy:
-    """The trainable policy for a tiny model directory or a transformers model."""
+def load_policy(model: str | Path, engine: str = "tiny", device: str = "cpu", dtype: str = "float32") -> Policy:
+    """The trainable policy for a tiny model directory or a transformers model; ``dtype``: the
+    tiny policy's compute format (``auto``, ``float32``, ``bfloat16``; weights stay float32)."""
     if engine == "tiny":
+        from rlbound.engines.precision import resolve_dtype
         from rlbound.engines.tiny.checkpoint import load_model
 
+        compute = resolve_dtype(dtype, device, what="train: dtype")
         tiny, tokenizer = load_model(model, device=device)
-        return TinyPolicy(tiny, tokenizer, str(model))
+        return TinyPolicy(tiny, tokenizer, str(model), compute)
+    if dtype not in ("float32", "fp32", "auto"):
+        raise RlboundError(f"train: dtype {dtype!r} is for tiny models; a transformers policy trains in float32")
     if engine == "hf":
         from rlbound.engines.hf import hf_engine
 

@@ -110,6 +110,7 @@ def fit_sft(
     description: str = "training",
     checkpoint: Callable[[dict[str, Any]], None] | None = None,
     checkpoint_every: int = 0,
+    compute_dtype: torch.dtype = torch.float32,
 ) -> SFTFit:
     """Fit ``model`` on ``rows`` (from :func:`sft_rows`) for ``steps`` optimisation steps.
 
@@ -117,7 +118,9 @@ def fit_sft(
     state and shuffle, so a run split by ``stop_at`` (stop after that many steps; the schedule
     still spans ``steps``) equals the uninterrupted one. ``checkpoint(state)`` is called every
     ``checkpoint_every`` steps (not after the last one) with the state at that step. The model is
-    left in eval mode.
+    left in eval mode. ``compute_dtype=torch.bfloat16`` runs the forward pass under
+    ``torch.autocast`` (the weights, gradients and optimizer state stay float32; the loss is
+    computed in float32).
     """
     if steps < 1 or batch_size < 1:
         raise RlboundError(
@@ -160,7 +163,8 @@ def fit_sft(
             x, y = ids[batch, :width], targets[batch, :width]
             for group in optimizer.param_groups:
                 group["lr"] = lr * lr_at(step, steps, warmup, min_lr_ratio)
-            logits = forward(x)
+            with torch.autocast(x.device.type, dtype=compute_dtype, enabled=compute_dtype != torch.float32):
+                logits = forward(x)
             loss = F.cross_entropy(
                 logits.reshape(-1, logits.shape[-1]).float(), y.reshape(-1).to(logits.device),
                 ignore_index=IGNORE,

@@ -50,6 +50,7 @@ from rlbound.engines.base import (
     check_engine_options,
     register_engine,
 )
+from rlbound.engines.precision import dtype_name, resolve_dtype
 from rlbound.engines.sampling import logprobs_and_entropies, sample_next
 from rlbound.engines.tiny.checkpoint import WEIGHTS_FILE, load_model
 from rlbound.engines.tiny.model import KVCache, TinyLlama
@@ -60,6 +61,10 @@ _U64 = (1 << 64) - 1
 _STOP_EOS, _STOP_STRING, _LENGTH = 1, 2, 3
 COMPACT_BELOW = 0.75
 """Drop finished rows from the cache once at most this fraction of its rows is still running."""
+KV_CACHE_DTYPE = torch.float32
+"""The cache's format whatever the weights': attention during decoding is a batch of
+matrix-vector products, which on CPU run faster in float32 than in bfloat16 (measured in
+bench/bench_tiny_vs_hf.py); the projections around it run in the weights' format."""
 SHARED_PREFIX_MAX_PROMPTS = 8
 """Batches with at most this many distinct prompts keep one copy of each prompt's keys/values,
 attended by all its samples; batches with more copy the prompt into every row."""
@@ -81,17 +86,19 @@ class TinyEngine(Engine):
 
     name = "tiny"
 
-    def __init__(self, model_dir: str, batch_size: int = 256, device: str = "cpu", **kw):
-        check_engine_options("tiny", kw, ("batch_size", "device"))
+    def __init__(self, model_dir: str, batch_size: int = 256, device: str = "cpu", dtype: str = "auto", **kw):
+        check_engine_options("tiny", kw, ("batch_size", "device", "dtype"))
         if batch_size < 1:
             raise RlboundError(f"tiny engine: batch_size must be >= 1, got {batch_size}")
+        chosen = resolve_dtype(dtype, device, what="tiny engine: dtype")
         model, tokenizer = load_model(model_dir, device=device)
-        self._setup(model, tokenizer, str(model_dir), batch_size, device)
+        self._setup(model.to(chosen), tokenizer, str(model_dir), batch_size, device)
 
     @classmethod
     def from_model(cls, model: TinyLlama, tokenizer: CharTokenizer, batch_size: int = 256,
                    label: str = "<in-memory tiny model>") -> "TinyEngine":
-        """An engine over a model already in memory (used during training; no copy is made)."""
+        """An engine over a model already in memory, in its own format (used during training; no
+        copy is made)."""
         engine = cls.__new__(cls)
         device = str(next(model.parameters()).device)
         engine._setup(model, tokenizer, label, batch_size, device)
@@ -101,6 +108,7 @@ class TinyEngine(Engine):
         self.model, self.tokenizer = model, tokenizer
         self.model_dir, self.batch_size, self.device = model_dir, batch_size, torch.device(device)
         self.config = model.config
+        self.dtype = next(model.parameters()).dtype
         self._weights_digest: str | None = None
 
     # -- generate ------------------------------------------------------------------------------
@@ -158,7 +166,7 @@ class TinyEngine(Engine):
         row_limit = (cfg.max_seq_len - row_len).clamp_(max=params.max_tokens)
         max_new = int(row_limit.max())
 
-        prefill = KVCache(cfg, len(prompt_ids), width, device=dev)
+        prefill = KVCache(cfg, len(prompt_ids), width, device=dev, dtype=KV_CACHE_DTYPE)
         logits = model(ids, positions=positions, cache=prefill, key_valid=valid, last_only=True)
         logits = logits.index_select(0, row_prompt)
         key_valid = None
@@ -300,6 +308,7 @@ class TinyEngine(Engine):
             "tokenizer": "char",
             "batch_size": self.batch_size,
             "device": str(self.device),
+            "dtype": dtype_name(self.dtype),
         }
         if self._weights_digest is None:
             weights = Path(self.model_dir) / WEIGHTS_FILE

@@ -17,6 +17,10 @@ The forward pass has two modes:
   few prompts, each attended by all the rows (samples) that continue it, without copying them
   per row (:meth:`KVCache.with_shared_prefix`).
 
+Formats: the weights and the cache may be float32 or bfloat16 (``model.to(torch.bfloat16)``, or
+float32 weights under ``torch.autocast`` for training); attention probabilities, the final norm and
+the logits are computed in float32 either way.
+
 What it does not do: no grouped-query attention, no dropout, no RoPE scaling variants, no
 sliding windows; the cache is a preallocated dense tensor (no paging).
 """
@@ -83,16 +87,22 @@ class TinyConfig:
 
 
 class KVCache:
-    """Preallocated keys and values, ``[n_layers, batch, heads, capacity, head_dim]`` each.
+    """Keys and values, ``[n_layers, batch, heads, columns, head_dim]`` each, grown in blocks.
 
     All rows share one column counter ``length``; rows of different prompt lengths are
-    left-padded and their pad columns masked by the caller's ``key_valid``.
+    left-padded and their pad columns masked by the caller's ``key_valid``. ``capacity`` is the
+    most columns the cache may hold; the tensors hold ``allocated`` columns, grown by
+    :data:`GROW_COLUMNS` at a time (:meth:`reserve`: one copy per block, not per token) and
+    zero-filled, so that attention reads whole contiguous per-row matrices and masks the columns
+    not yet written. (Slicing the first ``length`` columns out of a wider buffer instead makes the
+    batched matmuls strided, which on CPU cost several times more, most of all in bfloat16.)
     """
 
     def __init__(self, config: TinyConfig, batch: int, capacity: int, device=None, dtype=None):
-        shape = (config.n_layers, batch, config.n_heads, capacity, config.head_dim)
-        self.k = torch.empty(shape, device=device, dtype=dtype or torch.float32)
-        self.v = torch.empty(shape, device=device, dtype=dtype or torch.float32)
+        shape = (config.n_layers, batch, config.n_heads, 0, config.head_dim)
+        self.k = torch.zeros(shape, device=device, dtype=dtype or torch.float32)
+        self.v = torch.zeros_like(self.k)
+        self.capacity = capacity
         self.length = 0
         self.prefix_k: torch.Tensor | None = None  # [n_layers, prompts, heads, width, head_dim]
         self.prefix_v: torch.Tensor | None = None
@@ -108,20 +118,38 @@ class KVCache:
         new = cls.__new__(cls)
         n = prefix.length
         shape = list(prefix.k.shape)
-        shape[1], shape[3] = len(row_prompt), capacity
-        new.k, new.v = prefix.k.new_empty(shape), prefix.v.new_empty(shape)
-        new.length = 0
+        shape[1], shape[3] = len(row_prompt), 0
+        new.k = prefix.k.new_zeros(shape)
+        new.v = torch.zeros_like(new.k)
+        new.capacity, new.length = capacity, 0
         new.prefix_k, new.prefix_v = prefix.k[:, :, :, :n], prefix.v[:, :, :, :n]
         new.prefix_valid, new.row_prompt = prefix_valid[:, :n], row_prompt
         return new
 
     @property
-    def capacity(self) -> int:
+    def allocated(self) -> int:
         return self.k.shape[3]
 
     @property
     def batch(self) -> int:
         return self.k.shape[1]
+
+    def reserve(self, columns: int) -> None:
+        """Make room for ``columns`` columns (grown to a multiple of ``GROW_COLUMNS``, at most
+        ``capacity``); the written columns are kept."""
+        if columns <= self.allocated:
+            return
+        if columns > self.capacity:
+            raise RlboundError(f"tiny model: KV cache of {self.capacity} columns is full")
+        width = min(self.capacity, -(-columns // GROW_COLUMNS) * GROW_COLUMNS)
+        self.k, self.v = self._widened(self.k, width), self._widened(self.v, width)
+
+    def _widened(self, data: torch.Tensor, width: int) -> torch.Tensor:
+        shape = list(data.shape)
+        shape[3] = width
+        wider = data.new_zeros(shape)
+        wider[:, :, :, : self.length] = data[:, :, :, : self.length]
+        return wider
 
     def select_rows(self, rows: torch.Tensor) -> None:
         """Keep only ``rows`` (a 1-D index tensor), in that order (drops finished samples)."""
@@ -133,16 +161,16 @@ class KVCache:
     def expanded(self, rows: torch.Tensor, capacity: int) -> "KVCache":
         """A new cache of ``capacity`` columns whose row ``i`` copies this cache's ``rows[i]``."""
         new = KVCache.__new__(KVCache)
-        shape = list(self.k.shape)
-        shape[1], shape[3] = len(rows), capacity
-        new.k = self.k.new_empty(shape)
-        new.v = self.v.new_empty(shape)
         n = self.length
-        new.k[:, :, :, :n] = self.k[:, :, :, :n].index_select(1, rows)
-        new.v[:, :, :, :n] = self.v[:, :, :, :n].index_select(1, rows)
-        new.length = n
+        new.k = self.k[:, :, :, :n].index_select(1, rows)
+        new.v = self.v[:, :, :, :n].index_select(1, rows)
+        new.capacity, new.length = capacity, n
         new.prefix_k = new.prefix_v = new.prefix_valid = new.row_prompt = None
         return new
+
+
+GROW_COLUMNS = 32
+"""Columns a :class:`KVCache` grows by at a time."""
 
 
 def rope_tables(config: TinyConfig) -> tuple[torch.Tensor, torch.Tensor]:
@@ -159,6 +187,12 @@ def rope_tables(config: TinyConfig) -> tuple[torch.Tensor, torch.Tensor]:
     sin = emb.sin()
     sin[:, : dim // 2] = -sin[:, : dim // 2]
     return emb.cos(), sin
+
+
+def _softmax(scores: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Softmax over the last axis computed in float32 (as transformers' eager attention does in
+    half precision), returned in ``dtype``."""
+    return torch.softmax(scores, dim=-1, dtype=torch.float32).to(dtype)
 
 
 def _swap_halves(x: torch.Tensor) -> torch.Tensor:
@@ -199,17 +233,20 @@ class Block(nn.Module):
         """Attention of ``q`` over the cached columns (after writing ``k``, ``v`` into them) and,
         if the cache has one, over each row's shared prompt prefix. Written out with matmuls:
         for one query per row this is faster on CPU than the fused kernel."""
-        cache_k, cache_v, prefix = layer_kv
+        keys, values, prefix = layer_kv  # every allocated column: whole contiguous matrices
         t = q.shape[2]
-        cache_k[:, :, start : start + t] = k
-        cache_v[:, :, start : start + t] = v
-        keys, values = cache_k[:, :, : start + t], cache_v[:, :, : start + t]
+        end = start + t
+        keys[:, :, start:end] = k
+        values[:, :, start:end] = v
+        q = q.to(keys.dtype)  # the cache's format (float32 for bfloat16 weights: see KVCache)
         scale = self.head_dim ** -0.5
-        scores = torch.matmul(q, keys.transpose(-1, -2)).mul_(scale)  # [b, heads, t, cols]
+        scores = torch.matmul(q, keys.transpose(-1, -2)).mul_(scale)  # [b, heads, t, allocated]
         if mask is not None:
-            scores = scores.masked_fill_(~mask, float("-inf"))
+            scores[..., :end].masked_fill_(~mask, float("-inf"))
+        if scores.shape[-1] > end:  # columns not written yet
+            scores[..., end:] = float("-inf")
         if prefix is None:
-            return torch.matmul(torch.softmax(scores, dim=-1), values)
+            return torch.matmul(_softmax(scores, values.dtype), values).to(k.dtype)
         # shared prefix: one GEMM of all queries against every prompt's keys ([P, heads, b*t, w]),
         # then each row keeps its own prompt's block
         pk, pv, p_valid, row_prompt = prefix
@@ -220,11 +257,11 @@ class Block(nn.Module):
         p_scores = p_scores.view(p_scores.shape[0], heads, b, t, -1)[row_prompt, :, rows]
         p_scores = p_scores.masked_fill_(~p_valid[row_prompt][:, None, None, :], float("-inf"))
         width = p_scores.shape[-1]
-        probs = torch.softmax(torch.cat([p_scores, scores], dim=-1), dim=-1)
+        probs = _softmax(torch.cat([p_scores, scores], dim=-1), values.dtype)
         out = torch.matmul(probs[..., width:], values)
         p_probs = probs[..., :width].transpose(0, 1).reshape(1, heads, b * t, width)
         p_out = torch.matmul(p_probs, pv).view(pv.shape[0], heads, b, t, hd)[row_prompt, :, rows]
-        return out + p_out
+        return (out + p_out).to(k.dtype)
 
 
 class TinyLlama(nn.Module):
@@ -297,8 +334,7 @@ class TinyLlama(nn.Module):
         else:
             start = cache.length
             end = start + t
-            if end > cache.capacity:
-                raise RlboundError(f"tiny model: KV cache of {cache.capacity} columns is full")
+            cache.reserve(end)
             mask = None  # one new token with every cached column valid needs no mask
             if key_valid is not None or t > 1:
                 cols = torch.arange(end, device=ids.device)
@@ -318,5 +354,8 @@ class TinyLlama(nn.Module):
             cache.length = end
         if last_only:
             x = x[:, -1]
-        x = F.rms_norm(x, (self.config.d_model,), self.norm, self.config.rms_norm_eps)
-        return x if hidden else F.linear(x, self.output_weight())
+        # the final norm and the logits in float32 whatever the weights' format: log-probs and
+        # entropies are read off them (a no-op for a float32 model)
+        with torch.autocast(x.device.type, enabled=False):  # bfloat16 training: these stay float32
+            x = F.rms_norm(x.float(), (self.config.d_model,), self.norm.float(), self.config.rms_norm_eps)
+            return x if hidden else F.linear(x, self.output_weight().float())

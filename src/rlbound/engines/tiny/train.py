@@ -32,6 +32,7 @@ from rlbound.engines.tiny.checkpoint import (
 from rlbound.engines.tiny.model import TinyConfig, TinyLlama
 from rlbound.engines.tiny.tokenizer import CharTokenizer
 from rlbound.errors import RlboundError
+from rlbound.engines.precision import dtype_name, resolve_dtype
 from rlbound.train.sft import IGNORE, fit_sft, lr_at, sft_rows, tail_mean_loss
 
 __all__ = ["IGNORE", "TrainResult", "encode_examples", "fit_arithmetic_model", "lr_at", "train_next_token"]
@@ -112,6 +113,7 @@ def train_next_token(
     description: str = "training",
     checkpoint_dir: str | Path | None = None,
     checkpoint_every: int = 0,
+    dtype: str = "float32",
 ) -> TrainResult:
     """Fit ``model`` on ``examples`` by next-token prediction; return it with its loss curve.
 
@@ -128,7 +130,11 @@ def train_next_token(
     every that many steps (replacing the previous checkpoint whole, never half-written); if the
     directory already holds a checkpoint, training resumes from it instead of starting over, so a
     killed run loses at most ``checkpoint_every`` steps.
+
+    ``dtype``: the format of the matrix products (``auto``: bfloat16 where the CPU computes it
+    natively, see :mod:`rlbound.engines.precision`); weights and optimizer state stay float32.
     """
+    compute_dtype = resolve_dtype(dtype, "cpu", what="training dtype")
     if steps < 1 or batch_size < 1:
         raise RlboundError(
             f"training needs steps >= 1 and batch_size >= 1 (got {steps}, {batch_size})"
@@ -158,13 +164,14 @@ def train_next_token(
         grad_clip=grad_clip, min_lr_ratio=min_lr_ratio, betas=betas, seed=seed, state=state,
         stop_at=stop_at, description=description, checkpoint_every=checkpoint_every,
         checkpoint=(lambda st: _save_checkpoint(checkpoint_dir, model, tokenizer, st))
-        if checkpoint_dir is not None else None,
+        if checkpoint_dir is not None else None, compute_dtype=compute_dtype,
     )
     result = TrainResult(model, tokenizer, losses=fit.losses, steps=fit.steps, wall_s=fit.wall_s,
                          model_dir=label)
     if out_dir is not None:
         meta = {"trained_steps": fit.steps, "schedule_steps": steps, "batch_size": batch_size,
-                "lr": lr, "warmup": warmup, "seed": seed, "final_loss": result.final_loss}
+                "lr": lr, "warmup": warmup, "seed": seed, "final_loss": result.final_loss,
+                "dtype": dtype_name(compute_dtype)}
         save_model(model, tokenizer, out_dir, extra={"training": meta})
         if save_state:
             save_training_state(out_dir, fit.state)
