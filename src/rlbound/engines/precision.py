@@ -87,3 +87,9 @@ def resolve_dtype(name: str, device: str | torch.device = "cpu", *, allowed: tup
     if dtype is None or dtype_name(dtype) not in allowed:
         raise RlboundError(f"{what} {name!r} is not one of auto, {', '.join(allowed)}")
     return dtype
+
+
+def autocast(device_type: str, dtype: torch.dtype):
+    """``torch.autocast`` to ``dtype`` for lower-precision formats, a no-op for float32: the forward
+    passes of training in ``dtype`` with float32 weights (the tiny model keeps its logits float32)."""
+    return torch.autocast(device_type, dtype=dtype, enabled=dtype != torch.float32)

@@ -103,16 +103,16 @@ def _key(name: str, spec: dict) -> str:
 
 class _Stages:
     """The lab's cached stages. ``dtype`` (the resolved number format) joins the spec of every stage
-    but the corpora, whose text it does not change; float32, the only format before the knob, is
-    left out, so lab directories built before it resume."""
+    that trains or samples (``numeric``; not the corpora, whose text it does not change); float32,
+    the only format before the knob, is left out, so lab directories built before it resume."""
 
     def __init__(self, out: Path, dtype: str = "float32"):
         self.root = out / "stages"
         self.records: list[StageRecord] = []
         self.dtype = dtype
 
-    def run(self, name: str, spec: dict, build: Callable[[Path], dict]) -> StageRecord:
-        if self.dtype != "float32" and not name.startswith("corpus-"):
+    def run(self, name: str, spec: dict, build: Callable[[Path], dict], numeric: bool = True) -> StageRecord:
+        if numeric and self.dtype != "float32":
             spec = {**spec, "dtype": self.dtype}
         key = _key(name, spec)
         path = self.root / f"{name}-{key}"
@@ -424,7 +424,7 @@ def run_lab(out: str | Path, config: LabConfig, preset_name: str = "default") ->
     world = config.world.as_dict()
     corpora = {
         which: stages.run(f"corpus-{which.split('_')[0]}", {"world": world, "corpus": getattr(config, which).as_dict()},
-                          lambda p, w=which: _write_corpus(config, w, p))
+                          lambda p, w=which: _write_corpus(config, w, p), numeric=False)
         for which in ("base_corpus", "teacher_corpus")
     }
     models: dict[str, tuple[str, str]] = {}  # name -> (model dir, stage key)

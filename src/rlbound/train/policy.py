@@ -84,8 +84,9 @@ class TinyPolicy(Policy):
         return TinyEngine.from_model(model, self.tokenizer, label=self.source)
 
     def _autocast(self, ids):
-        return torch.autocast(ids.device.type, dtype=self.compute_dtype,
-                              enabled=self.compute_dtype != torch.float32)
+        from rlbound.engines.precision import autocast
+
+        return autocast(ids.device.type, self.compute_dtype)
 
     def encode_prompt(self, text: str) -> list[int]:
         return self.tokenizer.encode(text, bos=True)

@@ -30,6 +30,7 @@ from typing import Any, Callable, Sequence
 import torch
 import torch.nn.functional as F
 
+from rlbound.engines.precision import autocast
 from rlbound.errors import RlboundError
 from rlbound.progress import progress
 
@@ -163,7 +164,7 @@ def fit_sft(
             x, y = ids[batch, :width], targets[batch, :width]
             for group in optimizer.param_groups:
                 group["lr"] = lr * lr_at(step, steps, warmup, min_lr_ratio)
-            with torch.autocast(x.device.type, dtype=compute_dtype, enabled=compute_dtype != torch.float32):
+            with autocast(x.device.type, compute_dtype):
                 logits = forward(x)
             loss = F.cross_entropy(
                 logits.reshape(-1, logits.shape[-1]).float(), y.reshape(-1).to(logits.device),
