@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -74,6 +75,36 @@ def test_quick_lab_end_to_end_cached_and_partly_rerun(tmp_path):
     rebuilt = {name for name, s in _stages(out).items() if not s["cached"]}
     assert rebuilt == {"self-train", "eval-self-trained-countdown", "eval-self-trained-programs",
                        "rl-grpo", "eval-grpo-countdown", "eval-grpo-programs", "train-eval-grpo-programs"}
+
+    # another test set: only the evaluations are rebuilt (train and test problems are disjoint by hash)
+    fewer = tmp_path / "fewer.toml"
+    fewer.write_text(knob.read_text() + "[world]\ntest_problems = 6\n")
+    resized = lab("run", "--preset", "quick", "--config", fewer, "--out", out)
+    assert resized.returncode == 0, resized.stderr[-3000:]
+    rebuilt = {name for name, s in _stages(out).items() if not s["cached"]}
+    assert rebuilt == {f"eval-{m}-{f}" for m in MODELS for f in ("countdown", "programs")}
+    assert {r["problems"] for r in json.loads((out / "lab.json").read_text())["summary"]} == {6}
+
+
+def test_stages_built_when_training_hashed_the_test_set_are_reused(tmp_path):
+    """A stage whose stored spec holds world.test_problems (as every stage's did) is found by its
+    spec and reused; a stage whose spec differs otherwise is built anew."""
+    from rlbound.lab.pipeline import _key, _Stages
+
+    world = {"seed": 0, "countdown_difficulty": 2}
+    old_spec = {"world": {**world, "test_problems": 30}, "corpus": {"problems": 10}}
+    old_dir = tmp_path / "stages" / f"corpus-base-{_key('corpus-base', old_spec)}"
+    old_dir.mkdir(parents=True)
+    (old_dir / "spec.json").write_text(json.dumps(old_spec))
+    (old_dir / "stage.json").write_text(json.dumps({"wall_s": 1.5, "info": {"made": "before"}}))
+    built = []
+    stages = _Stages(tmp_path, "float32")
+    same = stages.run("corpus-base", {"world": world, "corpus": {"problems": 10}}, lambda p: built.append(p) or {},
+                      numeric=False)
+    assert same.cached and same.path == str(old_dir) and same.info == {"made": "before"} and not built
+    other = stages.run("corpus-base", {"world": world, "corpus": {"problems": 11}}, lambda p: built.append(p) or {},
+                       numeric=False)
+    assert not other.cached and built == [Path(other.path)] and other.path != str(old_dir)
 
 
 def base_of(record, family):

@@ -123,6 +123,15 @@ def test_write_report_files(tmp_path, runs):
     assert (f"preserved {m.P} of <b>base-7B</b>'s {m.P + m.S} solved problems, expanded to {m.E} new ones "
             f"and lost {m.S}") in text
     assert f"{gap.delta:.3f}" in text
+    # the run minus the reference, with intervals and the includes-0 flag, in JSON and on the page
+    diffs = sc["differences"]
+    assert diffs["net"]["value"] == len(cov.b_only) - len(cov.a_only)
+    assert diffs["gained"]["value"] == len(cov.b_only) and diffs["lost"]["value"] == len(cov.a_only)
+    assert diffs["delta_pass@1"]["value"] == pytest.approx(runs[1].c.mean() / N - runs[0].c.mean() / N)
+    for name in ("delta_pass@1", "delta_pass@k", "net"):
+        d = diffs[name]
+        assert d["lo"] <= d["value"] <= d["hi"] and d["includes_zero"] == (d["lo"] <= 0 <= d["hi"])
+    assert "Differences from base-7B" in text and f"{diffs['delta_pass@1']['value']:+.3f}" in text
     ent = {e["label"]: e for e in res["entropy"]}
     assert set(ent) == {"base-7B", "rl <GRPO> & co"}
     for run in runs:

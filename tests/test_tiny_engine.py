@@ -269,6 +269,36 @@ def test_eos_ends_with_stop(eos_engine):
     assert greedy[0][0].text == "hello!" and greedy[0][0].finish_reason == "stop"
 
 
+def test_deferred_stragglers_give_the_samples_they_would_have_given(eos_engine, monkeypatch):
+    """Rows still running when few are left are restarted in a batch of stragglers: the same
+    samples as when nothing is deferred (each sample depends only on its seed)."""
+    import rlbound.engines.tiny.engine as engine_module
+
+    prompts = ["Q: hello\nA: ", "Q: ab\nA: ", "Q: tiny\nA: "]
+    seeds = [list(range(i * 100, i * 100 + 12)) for i in range(3)]
+    params = SamplingParams(temperature=1.5, max_tokens=30)
+    whole = TinyEngine.from_model(eos_engine.model, eos_engine.tokenizer, batch_size=64)
+    reference = whole.generate(prompts, params, seeds)  # one batch: nothing to defer
+    deferred = []
+    original = TinyEngine._generate_batch
+
+    def spy(self, encoded, chunk, params, defer_at=0):
+        samples, late = original(self, encoded, chunk, params, defer_at)
+        deferred.append(len(late))
+        return samples, late
+
+    monkeypatch.setattr(TinyEngine, "_generate_batch", spy)
+    monkeypatch.setattr(engine_module, "DEFER_BELOW", 0.5)
+    small = TinyEngine.from_model(eos_engine.model, eos_engine.tokenizer, batch_size=12)
+    got = small.generate(prompts, params, seeds)
+    assert sum(deferred) > 0  # some rows were restarted (the test can fail)
+    lengths = {len(s.token_ids) for per in reference for s in per}
+    assert len(lengths) > 3  # samples of different lengths: stragglers exist
+    for got_per, want_per in zip(got, reference):
+        for a, b in zip(got_per, want_per):
+            _same(a, b)
+
+
 # -- score -------------------------------------------------------------------------------------
 
 

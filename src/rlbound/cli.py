@@ -778,9 +778,16 @@ def lab_run(
     for row in result.summary:
         k = row["k"]
         trained = f"  train pass@1 {row['train_pass@1']:.3f}" if "train_pass@1" in row else ""
+        versus = ""
+        if "net" in row:  # the model minus the base, with 95% intervals; ≈0: the interval includes 0
+            versus = "  vs base: " + ", ".join(
+                f"{label} {row[name]:+.{digits}f} [{row[name + '_ci'][0]:+.{digits}f}, {row[name + '_ci'][1]:+.{digits}f}]"
+                + (" ≈0" if name in row["includes_zero"] else "")
+                for name, label, digits in (("delta_pass@1", "Δpass@1", 3), ("delta_pass@k", f"Δpass@{k}", 3),
+                                            ("net", "net solved", 0)))
         typer.echo(f"{row['family']:<10} {row['model']:<{width}} pass@1 {row['pass@1']:.3f}  "
                    f"pass@{k} {row[f'pass@{k}']:.3f}  solved {row['solved']}/{row['problems']} "
-                   f"(+{row['only_model']} -{row['only_base']} vs base)  ΔSE {row['delta_se']:+.3f}{trained}")
+                   f"(+{row['only_model']} -{row['only_base']} vs base)  ΔSE {row['delta_se']:+.3f}{trained}{versus}")
     for family, path in result.reports.items():
         typer.echo(f"report ({family}): {path}")
 

@@ -31,6 +31,9 @@ rebuild it rather than resume a run graded, or a model trained, under the old on
    comparisons per family).
 
 A stage is finished when its ``stage.json`` exists; anything short of that is resumed or redone.
+Only the evaluations hash ``world.test_problems``: train and test problems are disjoint by hash, so
+a larger test set reuses every trained model (stages built when all of them hashed it are found
+by their spec and reused too).
 What it does not do: sample or train anything on the GPU (the tiny engine is CPU-only).
 """
 
@@ -101,6 +104,14 @@ def _key(name: str, spec: dict) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
+def _without_test_set(spec: Any) -> Any:
+    """A stored stage spec without ``world.test_problems``: the test set's size, which stages
+    other than the evaluations hashed before they stopped depending on it."""
+    if isinstance(spec, dict) and isinstance(spec.get("world"), dict):
+        spec = {**spec, "world": {k: v for k, v in spec["world"].items() if k != "test_problems"}}
+    return spec
+
+
 class _Stages:
     """The lab's cached stages. ``dtype`` (the resolved number format) joins the spec of every stage
     that trains or samples (``numeric``; not the corpora, whose text it does not change); float32,
@@ -111,12 +122,31 @@ class _Stages:
         self.records: list[StageRecord] = []
         self.dtype = dtype
 
+    def _built_with_a_test_set(self, name: str, spec: dict) -> tuple[Path, str] | None:
+        """A finished stage of this name whose spec equals ``spec`` once its ``world.test_problems``
+        is dropped: built before the training stages stopped hashing the test set's size (the
+        splits are disjoint by hash, so training never depended on it). Such a stage is reused."""
+        if "world" not in spec or "test_problems" in spec["world"] or not self.root.is_dir():
+            return None
+        wanted = json.loads(json.dumps(spec))
+        for path in sorted(self.root.glob(f"{name}-*")):
+            key = path.name[len(name) + 1 :]
+            if len(key) != 12 or not (path / STAGE_FILE).exists() or not (path / "spec.json").exists():
+                continue
+            stored = json.loads((path / "spec.json").read_text())
+            if "test_problems" in stored.get("world", {}) and _without_test_set(stored) == wanted:
+                return path, key
+        return None
+
     def run(self, name: str, spec: dict, build: Callable[[Path], dict], numeric: bool = True) -> StageRecord:
         if numeric and self.dtype != "float32":
             spec = {**spec, "dtype": self.dtype}
         key = _key(name, spec)
         path = self.root / f"{name}-{key}"
         done = path / STAGE_FILE
+        if not done.exists():
+            path, key = self._built_with_a_test_set(name, spec) or (path, key)
+            done = path / STAGE_FILE
         if done.exists():
             stored = json.loads(done.read_text())
             record = StageRecord(name, key, str(path), stored["wall_s"], True, stored.get("info", {}))
@@ -421,7 +451,8 @@ def run_lab(out: str | Path, config: LabConfig, preset_name: str = "default") ->
     fmt = dtype_name(resolve_dtype(config.model.dtype, "cpu", what="model.dtype"))
     config = replace(config, model=replace(config.model, dtype=fmt))
     stages = _Stages(out, fmt)
-    world = config.world.as_dict()
+    test_world = config.world.as_dict()  # the evaluations' problems
+    world = _without_test_set({"world": test_world})["world"]  # the training stages': disjoint from them
     corpora = {
         which: stages.run(f"corpus-{which.split('_')[0]}", {"world": world, "corpus": getattr(config, which).as_dict()},
                           lambda p, w=which: _write_corpus(config, w, p), numeric=False)
@@ -477,7 +508,7 @@ def run_lab(out: str | Path, config: LabConfig, preset_name: str = "default") ->
         for family in FAMILIES:
             record = stages.run(
                 f"eval-{name}-{family}",
-                {"model": key, "world": world, "sampling": config.sampling.as_dict(),
+                {"model": key, "world": test_world, "sampling": config.sampling.as_dict(),
                  "graders": _graders([family])},
                 lambda p, m=model_dir, f=family, n=name: _evaluate(config, m, test_tasks[f], n, p),
             )
@@ -556,10 +587,13 @@ def _seed_groups(config: LabConfig, trained: list[RLModel]) -> dict[str, dict[st
 def _summary_rows(family: str, runs: list, train_runs: list, rl_info: dict | None = None,
                   config: LabConfig | None = None) -> list[dict]:
     """One row per model: pass@1 and pass@k (k = n) with 95% bands, coverage at k against the
-    base model (problems only it / only the base solves), ΔSE against the base, and, for the
+    base model (problems only it / only the base solves), ΔSE against the base, the paired
+    differences from the base (``delta_pass@1``, ``delta_pass@k``, ``gained``, ``lost``, ``net``,
+    each with ``_ci``; ``includes_zero`` lists those whose interval includes 0), and, for the
     models the RL check sampled, training-set pass@1. RL models (``rl_info``: label → RLModel)
     say under ``rl`` what trained them: algorithm, start model, seed and learning rate."""
     from rlbound.analysis.coverage import coverage
+    from rlbound.analysis.differences import paired_differences
     from rlbound.analysis.efficiency import sampling_efficiency_gap
     from rlbound.analysis.passk import pass_at_k_curve
 
@@ -576,6 +610,11 @@ def _summary_rows(family: str, runs: list, train_runs: list, rl_info: dict | Non
                "pass@1": p1, "pass@1_ci": [p1_lo, p1_hi], f"pass@{k}": pk, f"pass@{k}_ci": [pk_lo, pk_hi],
                "solved": cover.solved_a, "only_model": len(cover.a_only), "only_base": len(cover.b_only),
                "delta_se": gap.delta, "delta_se_ci": [gap.lo, gap.hi]}
+        if run is not base:  # the model minus the base, each with its paired interval
+            diffs = paired_differences(base, run, k)
+            for name, d in diffs.differences.items():
+                row[name], row[f"{name}_ci"] = d.value, [d.lo, d.hi]
+            row["includes_zero"] = diffs.flagged()
         if run.label in trained and base.label in trained:
             check = pass_at_k_curve(trained[run.label], ks=[1])
             row["train_pass@1"], lo, hi = check.at(1)

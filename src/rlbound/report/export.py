@@ -8,8 +8,8 @@ JSON export and the CSV tables all read, so they cannot disagree. :func:`passk_r
 rows of the CLI's ``rlbound passk`` table.
 
 Files written here: ``results.json`` (every number, including per-problem n and c; coverage,
-empirical support, solution-level support (``solution_support``) and ΔSE per comparison under
-``support_comparisons``, answer and token entropy
+empirical support, solution-level support (``solution_support``), ΔSE and the paired differences
+with their includes-0 flags (``differences``) per comparison under ``support_comparisons``, answer and token entropy
 per run under ``entropy``; the PPL distribution per (scored run, scorer) under ``perplexity``;
 honesty warnings under ``warnings``; reasoning-pattern rates per run under ``reasoning_patterns``;
 pass@1 / pass@k per problem group under ``groups`` (null without the ``groups`` hook); the
@@ -38,6 +38,7 @@ import numpy as np
 from rlbound import __version__
 from rlbound.analysis.agreement import AnswerAgreement, answer_agreement_run, has_many_correct_answers
 from rlbound.analysis.coverage import Coverage, coverage
+from rlbound.analysis.differences import PairedDifferences, paired_differences
 from rlbound.analysis.efficiency import DEFAULT_K_REF, SamplingEfficiencyGap, sampling_efficiency_gap
 from rlbound.analysis.entropy import AnswerEntropy, TokenEntropy, answer_entropy_run, token_entropy
 from rlbound.analysis.groups import GroupResults, group_pass_at_k
@@ -122,6 +123,9 @@ class ComparisonSummary:
     """Why ``solutions`` is missing, when it is (e.g. a run without extracted answers)."""
     efficiency: SamplingEfficiencyGap | None = None
     """ΔSE = pass@k_ref(reference) − pass@1(run), k_ref = min(256, ``k_support``)."""
+    differences: PairedDifferences | None = None
+    """The run minus the reference at pass@1, pass@``k_support`` and the solved boundary at
+    ``k_support`` (gained, lost, net), each with its paired interval and an includes-0 flag."""
     note: str = ""
     """Why coverage / support / ΔSE are missing, when they are."""
 
@@ -228,6 +232,7 @@ def _support_comparison(cmp: ComparisonSummary, ref: RunSamples, run: RunSamples
     except RlboundError as exc:
         cmp.solutions_note = str(exc)
     cmp.efficiency = sampling_efficiency_gap(ref, run, min(DEFAULT_K_REF, k), n_boot=n_boot, ci=ci, seed=seed)
+    cmp.differences = paired_differences(ref, run, k, n_boot=n_boot, ci=ci, seed=seed)
 
 
 def build_report_data(
@@ -426,6 +431,7 @@ def results_dict(data: ReportData) -> dict[str, Any]:
         "solution_support": cmp.solutions.to_dict() if cmp.solutions is not None else None,
         "solution_support_note": cmp.solutions_note,
         "sampling_efficiency_gap": cmp.efficiency.to_dict() if cmp.efficiency is not None else None,
+        "differences": cmp.differences.to_dict() if cmp.differences is not None else None,
         "note": cmp.note,
     } for cmp in data.comparisons]
     return _jsonable({

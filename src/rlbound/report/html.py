@@ -69,7 +69,7 @@ th, td { border: 1px solid #ddd; padding: 0.3em 0.6em; text-align: right; white-
 th { background: #f4f4f4; } td.l, th.l { text-align: left; }
 .note { color: #666; font-size: 0.85em; } .swatch { display: inline-block; width: 0.8em;
         height: 0.8em; margin-right: 0.4em; vertical-align: baseline; }
-img { max-width: 100%; }
+img { max-width: 100%; } td.zero { background: #f2f2f2; color: #777; }
 .warnbox { border: 2px solid #c77700; background: #fff6e5; padding: 0.5em 1em; margin: 1em 0; }
 .warnbox h2 { margin-top: 0.2em; border: none; color: #8a4b00; } .warnbox li { margin: 0.2em 0; }
 """
@@ -277,6 +277,44 @@ def _support_section(data: ReportData) -> str:
         f"ε = ln(1/ζ)/k with {_e(zeta_txt)}: a problem unsolved in k samples has a per-sample success "
         "rate below about ε, with miss probability ζ — not that it is impossible. Intervals resample "
         "common problems, the same resample for both runs.</p>"
+    )
+
+
+def _diff(d, count: bool = False) -> str:
+    """A difference with its interval, marked when the interval includes 0."""
+    fmt = (lambda x: f"{x:+.1f}") if count else (lambda x: f"{x:+.3f}")
+    cell = fmt(d.value)
+    if math.isfinite(d.lo) and math.isfinite(d.hi):
+        cell += f' <span class="note">[{fmt(d.lo)}, {fmt(d.hi)}]</span>'
+    return f'<td class="zero">{cell} ≈0</td>' if d.includes_zero else f"<td>{cell}</td>"
+
+
+def _differences_section(data: ReportData) -> str:
+    """Each run minus the reference, with intervals; differences whose interval includes 0 marked."""
+    rows, flagged = [], 0
+    for cmp in data.comparisons:
+        d = cmp.differences
+        if d is None:
+            continue
+        flagged += sum(1 for name in ("delta_pass@1", "delta_pass@k", "net") if d[name].includes_zero)
+        rows.append(
+            f'<tr><td class="l">{_e(cmp.run)}</td><td class="l">{_e(cmp.reference)}</td><td>{d.k}</td>'
+            f"<td>{d.n_problems}</td>{_diff(d['delta_pass@1'])}{_diff(d['delta_pass@k'])}"
+            f"{_diff(d['gained'], True)}{_diff(d['lost'], True)}{_diff(d['net'], True)}</tr>"
+        )
+    if not rows:
+        return ""
+    head = "".join(f"<th>{h}</th>" for h in ("k", "problems", "Δ pass@1", "Δ pass@k", "gained", "lost", "net"))
+    return (
+        f'<h3 id="differences">Differences from {_e(data.runs[0].label)}</h3>'
+        f'<table><tr><th class="l">run</th><th class="l">reference</th>{head}</tr>{"".join(rows)}</table>'
+        f'<p class="note">Run minus reference on common problems, at pass@1, pass@k and the problems solved at k '
+        "(gained: only the run solves; lost: only the reference; net = gained − lost). Intervals resample "
+        "common problems, the same resample for both runs and every column. <b>≈0</b> marks a difference "
+        "whose interval includes 0: on these problems it cannot be told from no difference "
+        f"({flagged} of the Δ pass@1, Δ pass@k and net cells here). Gained and lost are never negative, so "
+        "whether the boundary moved is read from net. The intervals cover the choice of problems, not the "
+        "sampling noise within one problem.</p>"
     )
 
 
@@ -632,6 +670,7 @@ Numbers in brackets are interval bounds. Machine-readable copies: results.json, 
 {_crossover_section(data)}
 <h2>Coverage and empirical support (each run vs {_e(data.runs[0].label)})</h2>
 {_support_section(data)}
+{_differences_section(data)}
 {_solutions_section(data)}
 <h2>Entropy and sampling efficiency</h2>
 {_entropy_section(data)}

@@ -8,7 +8,9 @@ independent: pad columns are masked, positions restart at 0 after each row's pad
 token is chosen by
 :func:`rlbound.engines.sampling.sample_next` from the row's own seed and the decoding step, so a
 sample does not depend on what else is in its batch (up to float rounding). Rows that finish are
-dropped from the cache once enough of them have, so long stragglers do not pay for finished rows.
+dropped from the cache once enough of them have, so long stragglers do not pay for finished rows;
+when only a few stragglers are left and more rows wait, they are deferred and sampled again, from
+the start, in batches of stragglers (:data:`DEFER_BELOW`).
 
 Conventions (documented in :class:`~rlbound.engines.base.Sample` terms):
 
@@ -28,7 +30,8 @@ threads decode a 256-sample batch about 1.5x faster than one; but while another 
 core busy, two OpenMP threads run several times *slower* than one (barrier waits), so on a
 shared machine call ``torch.set_num_threads(1)`` (or start with ``OMP_WAIT_POLICY=PASSIVE``).
 
-What it does not do: no continuous batching (a batch runs until its longest sample ends), no
+What it does not do: no continuous batching (a batch runs until its longest sample ends or is
+deferred; a deferred sample is recomputed, not resumed), no
 speculative decoding, no quantisation; ``device`` other than ``"cpu"`` works but is untuned.
 """
 
@@ -65,6 +68,13 @@ KV_CACHE_DTYPE = torch.float32
 """The cache's format whatever the weights': attention during decoding is a batch of
 matrix-vector products, which on CPU run faster in float32 than in bfloat16 (measured in
 bench/bench_tiny_vs_hf.py); the projections around it run in the weights' format."""
+DEFER_BELOW = 1 / 16
+"""A batch with more rows to come stops once at most this fraction of ``batch_size`` rows is still
+running; those stragglers are sampled again from the start, all together, after the other rows.
+A handful of long samples would otherwise keep a batch running for many steps, each costing
+about what a full step does (on CPU a small decoding step is all per-operation overhead); the
+restart reproduces them (tokens depend only on the row's seed and step, up to float rounding)
+and costs the few tokens they had generated."""
 SHARED_PREFIX_MAX_PROMPTS = 8
 """Batches with at most this many distinct prompts keep one copy of each prompt's keys/values,
 attended by all its samples; batches with more copy the prompt into every row."""
@@ -135,16 +145,31 @@ class TinyEngine(Engine):
         self.model.eval()
         try:
             with torch.inference_mode():
+                deferred: list[tuple[int, int, int]] = []
                 for start in range(0, len(rows), self.batch_size):
                     chunk = rows[start : start + self.batch_size]
-                    samples = self._generate_batch(encoded, chunk, params)
+                    more = start + self.batch_size < len(rows) or bool(deferred)
+                    defer_at = int(DEFER_BELOW * self.batch_size) if more else 0
+                    samples, late = self._generate_batch(encoded, chunk, params, defer_at)
+                    for r, ((i, j, _), sample) in enumerate(zip(chunk, samples)):
+                        if r in late:
+                            deferred.append(chunk[r])
+                        else:
+                            results[i][j] = sample
+                for start in range(0, len(deferred), self.batch_size):  # the stragglers, together
+                    chunk = deferred[start : start + self.batch_size]
+                    samples, _ = self._generate_batch(encoded, chunk, params, 0)
                     for (i, j, _), sample in zip(chunk, samples):
                         results[i][j] = sample
         finally:
             self.model.train(was_training)
         return results  # type: ignore[return-value]
 
-    def _generate_batch(self, encoded, chunk, params: SamplingParams) -> list[Sample]:
+    def _generate_batch(self, encoded, chunk, params: SamplingParams, defer_at: int = 0
+                        ) -> tuple[list[Sample], set[int]]:
+        """The samples of ``chunk``'s rows, and the rows given up on (deferred): once at most
+        ``defer_at`` rows are still running, the batch stops and those rows' samples are left
+        unfinished, to be sampled again from the start in a batch of stragglers."""
         model, tok, cfg, dev = self.model, self.tokenizer, self.config, self.device
         local: dict[int, int] = {}
         for i, _, _ in chunk:
@@ -219,6 +244,9 @@ class TinyEngine(Engine):
             n_alive = int(alive.sum())
             if n_alive == 0 or step + 1 == max_new:
                 break
+            if n_alive <= defer_at:
+                late = set(rows[alive].tolist())
+                return self._collect(out_tok, out_lp, out_ent, n_gen, finish, stop_cut), late
             if n_alive <= COMPACT_BELOW * len(rows):
                 keep = alive.nonzero().squeeze(1)
                 cache.select_rows(keep)
@@ -230,7 +258,7 @@ class TinyEngine(Engine):
                            key_valid=key_valid, last_only=True)
             pos = (pos + 1).clamp_(max=cfg.max_seq_len - 1)
 
-        return self._collect(out_tok, out_lp, out_ent, n_gen, finish, stop_cut)
+        return self._collect(out_tok, out_lp, out_ent, n_gen, finish, stop_cut), set()
 
     def _collect(self, out_tok, out_lp, out_ent, n_gen, finish, stop_cut) -> list[Sample]:
         tok = self.tokenizer

@@ -108,6 +108,7 @@ class KVCache:
         self.prefix_v: torch.Tensor | None = None
         self.prefix_valid: torch.Tensor | None = None  # [prompts, width] bool (left padding)
         self.row_prompt: torch.Tensor | None = None  # [batch] prompt of each row
+        self.prefix_bias: torch.Tensor | None = None  # [prompts, width] 0 / -inf, None if no padding
 
     @classmethod
     def with_shared_prefix(cls, prefix: "KVCache", prefix_valid: torch.Tensor,
@@ -124,6 +125,10 @@ class KVCache:
         new.capacity, new.length = capacity, 0
         new.prefix_k, new.prefix_v = prefix.k[:, :, :, :n], prefix.v[:, :, :, :n]
         new.prefix_valid, new.row_prompt = prefix_valid[:, :n], row_prompt
+        new.prefix_bias = None
+        if not bool(new.prefix_valid.all()):
+            new.prefix_bias = torch.zeros(new.prefix_valid.shape, dtype=new.k.dtype, device=new.k.device)
+            new.prefix_bias.masked_fill_(~new.prefix_valid, float("-inf"))
         return new
 
     @property
@@ -165,7 +170,7 @@ class KVCache:
         new.k = self.k[:, :, :, :n].index_select(1, rows)
         new.v = self.v[:, :, :, :n].index_select(1, rows)
         new.capacity, new.length = capacity, n
-        new.prefix_k = new.prefix_v = new.prefix_valid = new.row_prompt = None
+        new.prefix_k = new.prefix_v = new.prefix_valid = new.row_prompt = new.prefix_bias = None
         return new
 
 
@@ -200,6 +205,19 @@ def _swap_halves(x: torch.Tensor) -> torch.Tensor:
     return torch.cat((x[..., half:], x[..., :half]), dim=-1)
 
 
+@dataclass
+class DecodeBias:
+    """Additive masks (0 or -inf) of one decoding step, shared by every layer.
+
+    ``own``: over the cache's allocated columns, ``[1, 1, columns]`` (columns not written yet) or
+    ``[batch * heads, 1, columns]`` (also each row's left padding); ``prefix``: over the shared
+    prompt prefix, ``[batch, 1, width]``, or ``None`` when no prompt of the prefix is padded.
+    """
+
+    own: torch.Tensor
+    prefix: torch.Tensor | None
+
+
 class Block(nn.Module):
     def __init__(self, config: TinyConfig):
         super().__init__()
@@ -222,12 +240,49 @@ class Block(nn.Module):
         q, k, v = qk[0], qk[1], qkv[2]  # [b, heads, t, head_dim]
         if layer_kv is None:
             att = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        elif isinstance(mask, DecodeBias):
+            att = self._decode_attention(q, k, v, layer_kv, start, mask)
         else:
             att = self._cached_attention(q, k, v, layer_kv, start, mask)
         x = x + self.o(att.transpose(1, 2).reshape(b, t, d))
         h = F.rms_norm(x, (d,), self.mlp_norm, self.eps)
         gate, up = self.gate_up(h).split(self.d_ff, dim=-1)
         return x + self.down(F.silu(gate) * up)
+
+    def _decode_attention(self, q, k, v, layer_kv, start, bias: "DecodeBias"):
+        """One query per row (a decoding step), with the masks of :class:`DecodeBias` computed
+        once per step for every layer: the scale and the mask go into the score matmul
+        (``baddbmm``), and a shared prefix of one prompt is a plain per-head GEMM (no gather)."""
+        keys, values, prefix = layer_kv
+        keys[:, :, start : start + 1] = k
+        values[:, :, start : start + 1] = v
+        b, heads, _, hd = q.shape
+        cols = keys.shape[2]
+        q = (q.to(keys.dtype) * hd ** -0.5).reshape(b * heads, 1, hd)
+        scores = torch.baddbmm(bias.own, q,
+                               keys.view(b * heads, cols, hd).transpose(1, 2))  # [b*heads, 1, cols]
+        if prefix is None:
+            out = torch.bmm(_softmax(scores, values.dtype), values.view(b * heads, cols, hd))
+            return out.view(b, heads, 1, hd).to(k.dtype)
+        pk, pv, _, row_prompt = prefix  # [prompts, heads, width, head_dim]
+        q_heads = q.view(b, heads, hd).transpose(0, 1)  # [heads, b, head_dim]
+        if pk.shape[0] == 1:
+            p_scores = torch.matmul(q_heads, pk[0].transpose(1, 2)).transpose(0, 1)  # [b, heads, width]
+        else:
+            rows = torch.arange(b, device=q.device)
+            p_scores = torch.matmul(q_heads[None], pk.transpose(-1, -2))[row_prompt, :, rows]
+        if bias.prefix is not None:
+            p_scores = p_scores + bias.prefix
+        width = p_scores.shape[-1]
+        probs = _softmax(torch.cat([p_scores.unsqueeze(2), scores.view(b, heads, 1, cols)], dim=-1),
+                         values.dtype)  # [b, heads, 1, width + cols]
+        out = torch.matmul(probs[..., width:], values.view(b, heads, cols, hd))  # [b, heads, 1, hd]
+        p_probs = probs[:, :, 0, :width].transpose(0, 1)  # [heads, b, width]
+        if pk.shape[0] == 1:
+            p_out = torch.matmul(p_probs, pv[0]).transpose(0, 1)  # [b, heads, hd]
+        else:
+            p_out = torch.matmul(p_probs[None], pv)[row_prompt, :, rows]
+        return out.add_(p_out.unsqueeze(2)).to(k.dtype)
 
     def _cached_attention(self, q, k, v, layer_kv, start, mask):
         """Attention of ``q`` over the cached columns (after writing ``k``, ``v`` into them) and,
@@ -298,6 +353,23 @@ class TinyLlama(nn.Module):
     def output_weight(self) -> torch.Tensor:
         return self.embed.weight if self.lm_head is None else self.lm_head.weight
 
+    def _decode_bias(self, cache: KVCache, key_valid: torch.Tensor | None, start: int) -> DecodeBias:
+        cols = cache.allocated
+        unwritten = torch.arange(cols, device=cache.k.device) > start
+        if key_valid is None:
+            own = torch.zeros((1, 1, cols), dtype=cache.k.dtype, device=cache.k.device)
+            own.masked_fill_(unwritten, float("-inf"))
+        else:
+            hidden = unwritten | ~key_valid[:, :cols]  # [batch, columns]
+            hidden[:, start] = False  # a token always sees itself
+            own = torch.zeros(hidden.shape, dtype=cache.k.dtype, device=cache.k.device)
+            own = own.masked_fill_(hidden, float("-inf")).repeat_interleave(self.config.n_heads, dim=0)
+            own = own.unsqueeze(1)
+        prefix = None
+        if cache.prefix_bias is not None:
+            prefix = cache.prefix_bias.index_select(0, cache.row_prompt).unsqueeze(1)
+        return DecodeBias(own, prefix)
+
     def forward(
         self,
         ids: torch.Tensor,
@@ -336,7 +408,9 @@ class TinyLlama(nn.Module):
             end = start + t
             cache.reserve(end)
             mask = None  # one new token with every cached column valid needs no mask
-            if key_valid is not None or t > 1:
+            if t == 1:
+                mask = self._decode_bias(cache, key_valid, start)
+            elif key_valid is not None or t > 1:
                 cols = torch.arange(end, device=ids.device)
                 qcols = cols[start:, None]
                 visible = cols[None, :] <= qcols  # causal, [t, end]
