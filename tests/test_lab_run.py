@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -131,3 +132,28 @@ def test_lab_errors_are_one_line(tmp_path):
     assert "base_corpus.solves.chain" in result.stderr and "cannot solve 'tree'" in result.stderr
     result = lab("run", "--preset", "tiny", "--out", tmp_path / "lab")
     assert result.returncode == 2 and "unknown lab preset 'tiny'" in result.stderr
+
+
+def test_stages_built_in_worker_processes_equal_those_built_here(tmp_path):
+    """run_parallel builds stages in spawned processes (real ones, two at a time), records them in
+    job order, writes what a build in this process writes, and reuses them on the next call."""
+    from rlbound.lab.config import preset
+    from rlbound.lab.pipeline import _Stages, _write_corpus
+
+    config = preset("quick")
+    config = replace(config, base_corpus=replace(config.base_corpus, problems=40),
+                     teacher_corpus=replace(config.teacher_corpus, problems=30))
+    jobs = [(f"corpus-{which}", {"corpus": getattr(config, f"{which}_corpus").as_dict()}, _write_corpus,
+             (config, f"{which}_corpus")) for which in ("base", "teacher")]
+    here = _Stages(tmp_path / "here").run_parallel(jobs, 1)
+    there = _Stages(tmp_path / "there").run_parallel(jobs, 2)
+    assert [r.name for r in there] == ["corpus-base", "corpus-teacher"] and not any(r.cached for r in there)
+    for a, b in zip(here, there):
+        assert a.key == b.key and a.info == b.info
+        files = sorted(p.relative_to(a.path) for p in Path(a.path).rglob("*") if p.is_file())
+        assert files and files == sorted(p.relative_to(b.path) for p in Path(b.path).rglob("*") if p.is_file())
+        for f in files:
+            if f.name != "stage.json":  # holds the wall time
+                assert (Path(a.path) / f).read_bytes() == (Path(b.path) / f).read_bytes()
+    again = _Stages(tmp_path / "there").run_parallel(jobs, 2)
+    assert all(r.cached for r in again) and [r.path for r in again] == [r.path for r in there]

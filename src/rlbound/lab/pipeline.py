@@ -42,6 +42,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import shutil
 import time
 from dataclasses import dataclass, replace
@@ -138,31 +139,107 @@ class _Stages:
                 return path, key
         return None
 
-    def run(self, name: str, spec: dict, build: Callable[[Path], dict], numeric: bool = True) -> StageRecord:
+    def _locate(self, name: str, spec: dict, numeric: bool) -> tuple[dict, str, Path, StageRecord | None]:
+        """(the spec as hashed, its key, its directory, the finished stage's record if it exists)."""
         if numeric and self.dtype != "float32":
             spec = {**spec, "dtype": self.dtype}
         key = _key(name, spec)
         path = self.root / f"{name}-{key}"
-        done = path / STAGE_FILE
-        if not done.exists():
+        if not (path / STAGE_FILE).exists():
             path, key = self._built_with_a_test_set(name, spec) or (path, key)
-            done = path / STAGE_FILE
-        if done.exists():
-            stored = json.loads(done.read_text())
-            record = StageRecord(name, key, str(path), stored["wall_s"], True, stored.get("info", {}))
-            note(f"[dim]stage {name}: reused ({path.name}, {stored['wall_s']:.0f} s when built)[/dim]")
-        else:
+        if not (path / STAGE_FILE).exists():
+            return spec, key, path, None
+        stored = json.loads((path / STAGE_FILE).read_text())
+        note(f"[dim]stage {name}: reused ({path.name}, {stored['wall_s']:.0f} s when built)[/dim]")
+        return spec, key, path, StageRecord(name, key, str(path), stored["wall_s"], True, stored.get("info", {}))
+
+    def _begin(self, name: str, spec: dict, path: Path) -> None:
+        path.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path / "spec.json", json.dumps(spec, indent=1, sort_keys=True) + "\n")
+
+    def _finish(self, name: str, key: str, path: Path, info: dict, wall: float) -> StageRecord:
+        atomic_write_text(path / STAGE_FILE, json.dumps({"name": name, "key": key, "wall_s": wall, "info": info},
+                                                        indent=1) + "\n")
+        return StageRecord(name, key, str(path), wall, False, info)
+
+    def run(self, name: str, spec: dict, build: Callable[[Path], dict], numeric: bool = True) -> StageRecord:
+        spec, key, path, record = self._locate(name, spec, numeric)
+        if record is None:
             note(f"[bold]stage {name}[/bold] ({path.name})")
-            path.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(path / "spec.json", json.dumps(spec, indent=1, sort_keys=True) + "\n")
+            self._begin(name, spec, path)
             t0 = time.perf_counter()
             info = build(path) or {}
-            wall = time.perf_counter() - t0
-            atomic_write_text(done, json.dumps({"name": name, "key": key, "wall_s": wall, "info": info},
-                                               indent=1) + "\n")
-            record = StageRecord(name, key, str(path), wall, False, info)
+            record = self._finish(name, key, path, info, time.perf_counter() - t0)
         self.records.append(record)
         return record
+
+    def run_parallel(self, jobs: list[tuple[str, dict, Callable, tuple]], workers: int) -> list[StageRecord]:
+        """Stages ``(name, spec, function, args)``, each built by ``function(*args, path)`` (a
+        module-level function, so that another process can run it), ``workers`` at a time in
+        separate processes of ``threads_per_worker(workers)`` torch threads each; records in the
+        order of ``jobs``. One worker runs them here, one after the other."""
+        if workers <= 1:
+            return [self.run(name, spec, lambda p, f=function, a=args: f(*a, p)) for name, spec, function, args in jobs]
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        located = [self._locate(name, spec, True) for name, spec, _, _ in jobs]
+        todo = [i for i, (_, _, _, record) in enumerate(located) if record is None]
+        records: dict[int, StageRecord] = {i: rec for i, (*_, rec) in enumerate(located) if rec is not None}
+        if todo:
+            note(f"[bold]{len(todo)} stages in {min(workers, len(todo))} processes[/bold]: "
+                 + ", ".join(jobs[i][0] for i in todo))
+            context = multiprocessing.get_context("spawn")  # no fork of a process that runs OpenMP threads
+            with ProcessPoolExecutor(min(workers, len(todo)), mp_context=context, initializer=_worker_setup,
+                                     initargs=(threads_per_worker(workers),)) as pool, \
+                    progress(f"stages ({min(workers, len(todo))} processes)", total=len(todo), unit="stages") as bar:
+                futures = {}
+                for i in todo:
+                    spec, key, path, _ = located[i]
+                    self._begin(jobs[i][0], spec, path)
+                    futures[pool.submit(_timed_build, jobs[i][2], (*jobs[i][3], path))] = i
+                for future in as_completed(futures):
+                    i = futures[future]
+                    info, wall = future.result()
+                    _, key, path, _ = located[i]
+                    records[i] = self._finish(jobs[i][0], key, path, info, wall)
+                    note(f"stage {jobs[i][0]}: {wall:.0f} s")
+                    bar.advance(1)
+        ordered = [records[i] for i in range(len(jobs))]
+        self.records.extend(ordered)
+        return ordered
+
+
+MAX_WORKERS = 8
+"""Most worker processes by default (each holds its own torch and model in memory)."""
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - macOS, Windows
+        return os.cpu_count() or 1
+
+
+def threads_per_worker(workers: int) -> int:
+    """Torch threads of each of ``workers`` processes sharing this machine's cores."""
+    return max(1, usable_cores() // max(1, workers))
+
+
+def _worker_setup(threads: int) -> None:
+    import torch
+
+    from rlbound.progress import set_quiet
+
+    torch.set_num_threads(threads)
+    set_quiet(True)  # the parent draws one bar for all the stages
+
+
+def _timed_build(function: Callable, args: tuple) -> tuple[dict, float]:
+    t0 = time.perf_counter()
+    info = function(*args) or {}
+    return info, time.perf_counter() - t0
 
 
 # ------------------------------------------------------------------------------- the stages
@@ -260,6 +337,15 @@ def _finetune_on_correct(config: LabConfig, which: str, sampler_dir: str, studen
         description=which.replace("_", " "), dtype=config.model.dtype,
     )
     return {"examples": len(pairs), "offered": offered, "final_loss": round(result.final_loss, 4)}
+
+
+def _evaluation_stage(config: LabConfig, model_dir: str, family: str, label: str, check: bool, path: Path) -> dict:
+    """An ``eval`` stage (the test problems, ``sampling.n`` samples) or, with ``check``, a
+    ``train-eval`` one (the RL check); module-level so that a worker process can run it."""
+    if check:
+        task = next(t for t in rl_tasks(config, config.rl.check_problems) if t.name == family)
+        return _evaluate(config, model_dir, task, label, path, n=config.rl.check_samples)
+    return _evaluate(config, model_dir, lab_task(family, config.world, config.world.test_problems), label, path)
 
 
 def _evaluate(config: LabConfig, model_dir: str, task, label: str, path: Path, n: int | None = None) -> dict:
@@ -434,8 +520,10 @@ def _train_rl(config: LabConfig, model: RLModel, start_dir: str, labels_dir: str
 # --------------------------------------------------------------------------------- the run
 
 
-def run_lab(out: str | Path, config: LabConfig, preset_name: str = "default") -> LabResult:
-    """Run (or resume) the lab in ``out``; return where everything is."""
+def run_lab(out: str | Path, config: LabConfig, preset_name: str = "default", workers: int | None = None) -> LabResult:
+    """Run (or resume) the lab in ``out``; return where everything is. ``workers``: processes
+    that build the RL and evaluation stages side by side (default: one per usable core, at most
+    :data:`MAX_WORKERS`; 1 builds every stage here, one after the other)."""
     from rlbound.report.html import write_report
     from rlbound.store import load_run
     from rlbound.train.loop import read_metrics
@@ -447,6 +535,9 @@ def run_lab(out: str | Path, config: LabConfig, preset_name: str = "default") ->
     if config.pretrain.init != "scratch" or config.teacher_pretrain.init not in ("scratch", "base"):
         raise RlboundError("pretrain.init must be 'scratch'; teacher_pretrain.init 'scratch' or 'base'")
     check_rl_config(config)
+    workers = min(usable_cores(), MAX_WORKERS) if workers is None else workers
+    if workers < 1:
+        raise RlboundError(f"lab: workers must be >= 1, got {workers}")
     # "auto" becomes the format it means on this machine, recorded in lab.json and the stage specs
     fmt = dtype_name(resolve_dtype(config.model.dtype, "cpu", what="model.dtype"))
     config = replace(config, model=replace(config.model, dtype=fmt))
@@ -489,49 +580,40 @@ def run_lab(out: str | Path, config: LabConfig, preset_name: str = "default") ->
                                             "graders": _graders(config.rl.families)},
                             lambda p: _base_labels(config, base_dir, p))
     training: dict[str, list[dict]] = {}  # RL model label -> its per-step metrics, for the report
-    for rl_model in trained:
-        start_dir, start_key = models[rl_model.start]
-        record = stages.run(
-            f"rl-{rl_model.label}",
-            {"base": start_key, "world": world, "problems": config.rl.problems,  # "base": the start model
-             "families": config.rl.families,
-             "trainer": _trainer_spec(config, rl_model),
-             "labels": labels and labels.key, "graders": _graders(config.rl.families)},
-            lambda p, m=rl_model, d=start_dir: _train_rl(config, m, d, labels and labels.path, p),
-        )
+    rl_jobs = [(f"rl-{m.label}",
+                {"base": models[m.start][1], "world": world, "problems": config.rl.problems,  # "base": the start
+                 "families": config.rl.families, "trainer": _trainer_spec(config, m),
+                 "labels": labels and labels.key, "graders": _graders(config.rl.families)},
+                _train_rl, (config, m, models[m.start][0], labels and labels.path)) for m in trained]
+    for rl_model, record in zip(trained, stages.run_parallel(rl_jobs, workers)):
         models[rl_model.label] = (str(Path(record.path) / "train" / "model"), record.key)
         training[rl_model.label] = read_metrics(Path(record.path) / "train")
 
     test_tasks = {f: lab_task(f, config.world, config.world.test_problems) for f in FAMILIES}
-    runs_by_family: dict[str, list] = {f: [] for f in FAMILIES}
-    for name, (model_dir, key) in models.items():
-        for family in FAMILIES:
-            record = stages.run(
-                f"eval-{name}-{family}",
-                {"model": key, "world": test_world, "sampling": config.sampling.as_dict(),
-                 "graders": _graders([family])},
-                lambda p, m=model_dir, f=family, n=name: _evaluate(config, m, test_tasks[f], n, p),
-            )
-            runs_by_family[family].append(load_run(Path(record.path) / "run").samples)
-            runs_by_family[family][-1].label = name
-
-    train_runs: dict[str, list] = {f: [] for f in FAMILIES}
+    # every model on the test problems, then the RL check (base and RL models on training problems)
+    evaluations = [(name, family, False) for name in models for family in FAMILIES]
     if trained and config.rl.check_problems:
-        check_tasks = {t.name: t for t in rl_tasks(config, config.rl.check_problems)}
         starts = ["base", *(s for s in config.rl.start if s != "base")]  # what each RL model is compared with
-        for name in [*starts, *(m.label for m in trained)]:
-            model_dir, key = models[name]
-            for family in config.rl.families:
-                record = stages.run(
-                    f"train-eval-{name}-{family}",
-                    {"model": key, "world": world, "problems": config.rl.check_problems,
-                     "samples": config.rl.check_samples, "sampling": config.sampling.as_dict(),
-                     "graders": _graders([family])},
-                    lambda p, m=model_dir, f=family, n=name: _evaluate(config, m, check_tasks[f], n, p,
-                                                                       n=config.rl.check_samples),
-                )
-                train_runs[family].append(load_run(Path(record.path) / "run").samples)
-                train_runs[family][-1].label = name
+        evaluations += [(name, family, True) for name in [*starts, *(m.label for m in trained)]
+                        for family in config.rl.families]
+    jobs = []
+    for name, family, check in evaluations:
+        model_dir, key = models[name]
+        if check:
+            spec = {"model": key, "world": world, "problems": config.rl.check_problems,
+                    "samples": config.rl.check_samples, "sampling": config.sampling.as_dict(),
+                    "graders": _graders([family])}
+        else:
+            spec = {"model": key, "world": test_world, "sampling": config.sampling.as_dict(),
+                    "graders": _graders([family])}
+        jobs.append((f"{'train-eval' if check else 'eval'}-{name}-{family}", spec, _evaluation_stage,
+                     (config, model_dir, family, name, check)))
+    runs_by_family: dict[str, list] = {f: [] for f in FAMILIES}
+    train_runs: dict[str, list] = {f: [] for f in FAMILIES}
+    for (name, family, check), record in zip(evaluations, stages.run_parallel(jobs, workers)):
+        runs = train_runs if check else runs_by_family
+        runs[family].append(load_run(Path(record.path) / "run").samples)
+        runs[family][-1].label = name
 
     stage_rows = [r.as_dict() for r in stages.records]
     reports, summary, seeds = {}, [], {}
