@@ -26,7 +26,9 @@ engine's rate also given as a share of this machine's matmul peak in that format
 a 2048^3 product; the model's FLOPs per token counted from its shape). Training throughput (next-
 token steps of a fresh model, batch 64 x 200 characters; ``--train-steps``) is timed per format.
 ``--baseline-src DIR`` also times another rlbound's tiny engine and training in float32 in a
-subprocess, for side-by-side ratios in one run, e.g. the code before a change::
+subprocess, for side-by-side ratios in one run; ``--rounds R`` alternates the two R times and
+reports medians with the range of the per-round ratios (this machine's speed drifts by tens of
+per cent between blocks of runs), e.g. the code before a change::
 
     git worktree add /tmp/before <commit>
     python bench/bench_tiny_vs_hf.py --baseline-src /tmp/before/src
@@ -38,6 +40,7 @@ import argparse
 import copy
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -180,6 +183,10 @@ def main() -> None:
     ap.add_argument("--baseline-src", type=Path,
                     help="the src/ folder of another rlbound (e.g. a git worktree of an older commit): "
                          "its tiny engine is timed in float32 in a subprocess, for ratios to it")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="time the baseline and this tiny engine alternately this many times and report "
+                         "medians, with the range of the per-round ratios (a noisy machine drifts between "
+                         "blocks of runs)")
     ap.add_argument("--tiny-only-json", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     set_quiet(True)
@@ -196,17 +203,28 @@ def main() -> None:
 
     fixed = args.model is None
     peaks = {dtype: matmul_peak(getattr(torch, dtype)) for dtype in args.dtypes}
-    baseline = {}
-    if args.baseline_src:
-        cmd = [sys.executable, __file__, "--tiny-only-json", "--threads", str(args.threads),
-               "--reps", str(args.reps), "--train-steps", str(args.train_steps), "--batch", *map(str, args.batch),
-               "--length", *map(str, args.length), "--workload", *args.workload]
-        if args.model:
-            cmd += ["--model", str(args.model)]
-        env = {**os.environ, "PYTHONPATH": str(args.baseline_src.resolve())}
-        out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True)
-        baseline = json.loads(out.stdout.strip().splitlines()[-1])
-    rates = tiny_rates(model, args.dtypes, args)
+    baselines, rounds = [], []
+    for _ in range(max(1, args.rounds)):  # alternate, so that the machine's drift hits both sides
+        if args.baseline_src:
+            cmd = [sys.executable, __file__, "--tiny-only-json", "--threads", str(args.threads),
+                   "--reps", str(args.reps), "--train-steps", str(args.train_steps), "--batch", *map(str, args.batch),
+                   "--length", *map(str, args.length), "--workload", *args.workload]
+            if args.model:
+                cmd += ["--model", str(args.model)]
+            env = {**os.environ, "PYTHONPATH": str(args.baseline_src.resolve())}
+            out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True)
+            baselines.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        rounds.append(tiny_rates(model, args.dtypes, args))
+    rates = {key: statistics.median(r[key] for r in rounds) for key in rounds[0]}
+    baseline = {key: statistics.median(b[key] for b in baselines) for key in baselines[0]} if baselines else {}
+
+    def ratio_range(key: str, base_key: str) -> str:
+        """The range of the per-round ratios to the baseline (empty with one round)."""
+        if len(baselines) < 2:
+            return ""
+        ratios = [r[key] / b[base_key] for r, b in zip(rounds, baselines)]
+        return f" ({min(ratios):.2f}-{max(ratios):.2f})"
+
     print(f"model: {args.model or 'random'} ({model.num_parameters():,} parameters, "
           f"{model.config.d_model}x{model.config.n_layers}), threads {args.threads}, "
           f"{'fixed length' if fixed else 'stop at EOS'}")
@@ -231,14 +249,15 @@ def main() -> None:
                     before = baseline.get(f"float32 {workload} {batch} {length}")
                     print(f"{dtype:<9} {workload:<11} {sum(map(len, seeds)):>5} {length:>4} | {r_tiny:>10,.0f} "
                           f"{r_hf:>9,.0f} {r_tiny / r_hf:>6.1f}x | {100 * share:>5.1f}%"
-                          + (f" | {r_tiny / before:>6.2f}x" if before else ""), flush=True)
+                          + (f" | {r_tiny / before:>6.2f}x{ratio_range(key, f'float32 {workload} {batch} {length}')}"
+                             if before else ""), flush=True)
     for dtype in args.dtypes:
         if f"{dtype} train" in rates:
             r = rates[f"{dtype} train"]
             share = 3 * r * flops_per_token(model.config, 100) / peaks[dtype]  # forward + backward ~ 3x
             before = baseline.get("float32 train")
             print(f"training {dtype:<9} {r:>10,.0f} tok/s | {100 * share:>5.1f}% of peak"
-                  + (f" | {r / before:.2f}x before" if before else ""))
+                  + (f" | {r / before:.2f}x before{ratio_range(f'{dtype} train', 'float32 train')}" if before else ""))
 
 
 if __name__ == "__main__":
