@@ -254,8 +254,18 @@ def test_summary_holds_rl_alone_distillation_alone_and_imitation_then_rl(tiny_la
             start = "distilled" if row["model"].startswith("distilled+") else "base"
             assert row["rl"] == {"algorithm": "grpo", "start": start, "group": row["model"].split("@")[0],
                                  "seed": seed, "lr": TINY_LR}
+            if start == "distilled":  # imitation then RL, also against imitation alone
+                distilled = next(r for r in record["summary"]
+                                 if r["family"] == row["family"] and r["model"] == "distilled")
+                versus = row["vs_start"]
+                assert versus["model"] == "distilled"
+                assert versus["delta_pass@1"][0] == pytest.approx(row["pass@1"] - distilled["pass@1"])
+                assert versus["net"][0] == row["solved"] - distilled["solved"]
+                assert versus["delta_pass@1"][1] <= versus["delta_pass@1"][0] <= versus["delta_pass@1"][2]
+            else:
+                assert "vs_start" not in row
         else:
-            assert "rl" not in row
+            assert "rl" not in row and "vs_start" not in row
     for family in FAMILIES:
         results = json.loads((out / "report" / family / "results.json").read_text())
         assert [r["label"] for r in results["runs"]] == MODELS

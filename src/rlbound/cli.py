@@ -757,6 +757,15 @@ lab_app = typer.Typer(
 app.add_typer(lab_app, name="lab")
 
 
+def _differences_text(get, includes_zero, k: int) -> str:
+    """Δpass@1, Δpass@k and net solved, each ``get(name) -> (value, lo, hi)``, ≈0 where flagged."""
+    return ", ".join(
+        f"{label} {get(name)[0]:+.{digits}f} [{get(name)[1]:+.{digits}f}, {get(name)[2]:+.{digits}f}]"
+        + (" ≈0" if name in includes_zero else "")
+        for name, label, digits in (("delta_pass@1", "Δpass@1", 3), ("delta_pass@k", f"Δpass@{k}", 3),
+                                    ("net", "net solved", 0)))
+
+
 @lab_app.command("run")
 def lab_run(
     preset: str = typer.Option("default", "--preset", "-p", help="quick (~3 min), default (~15 min) or full (~1 h, every RL algorithm)."),
@@ -781,11 +790,12 @@ def lab_run(
         trained = f"  train pass@1 {row['train_pass@1']:.3f}" if "train_pass@1" in row else ""
         versus = ""
         if "net" in row:  # the model minus the base, with 95% intervals; ≈0: the interval includes 0
-            versus = "  vs base: " + ", ".join(
-                f"{label} {row[name]:+.{digits}f} [{row[name + '_ci'][0]:+.{digits}f}, {row[name + '_ci'][1]:+.{digits}f}]"
-                + (" ≈0" if name in row["includes_zero"] else "")
-                for name, label, digits in (("delta_pass@1", "Δpass@1", 3), ("delta_pass@k", f"Δpass@{k}", 3),
-                                            ("net", "net solved", 0)))
+            versus = "  vs base: " + _differences_text(
+                lambda name: (row[name], *row[name + "_ci"]), row["includes_zero"], k)
+        if "vs_start" in row:  # RL after imitation against imitation alone
+            start = row["vs_start"]
+            versus += f"; vs {start['model']}: " + _differences_text(lambda name: start[name],
+                                                                      start["includes_zero"], k)
         typer.echo(f"{row['family']:<10} {row['model']:<{width}} pass@1 {row['pass@1']:.3f}  "
                    f"pass@{k} {row[f'pass@{k}']:.3f}  solved {row['solved']}/{row['problems']} "
                    f"(+{row['only_model']} -{row['only_base']} vs base)  ΔSE {row['delta_se']:+.3f}{trained}{versus}")

@@ -671,7 +671,9 @@ def _summary_rows(family: str, runs: list, train_runs: list, rl_info: dict | Non
     """One row per model: pass@1 and pass@k (k = n) with 95% bands, coverage at k against the
     base model (problems only it / only the base solves), ΔSE against the base, the paired
     differences from the base (``delta_pass@1``, ``delta_pass@k``, ``gained``, ``lost``, ``net``,
-    each with ``_ci``; ``includes_zero`` lists those whose interval includes 0), and, for the
+    each with ``_ci``; ``includes_zero`` lists those whose interval includes 0), for an RL model
+    started from another model the same differences from that model (``vs_start``: each as
+    ``[value, lo, hi]``), and, for the
     models the RL check sampled, training-set pass@1. RL models (``rl_info``: label → RLModel)
     say under ``rl`` what trained them: algorithm, start model, seed and learning rate."""
     from rlbound.analysis.coverage import coverage
@@ -682,6 +684,7 @@ def _summary_rows(family: str, runs: list, train_runs: list, rl_info: dict | Non
     base = runs[0]
     k = int(min(int(run.n.min()) for run in runs))
     trained = {run.label: run for run in train_runs}
+    by_label = {run.label: run for run in runs}
     rows = []
     for run in runs:
         curve = pass_at_k_curve(run, ks=[1, k])
@@ -705,5 +708,10 @@ def _summary_rows(family: str, runs: list, train_runs: list, rl_info: dict | Non
         if model is not None and config is not None:
             row["rl"] = {"algorithm": model.algo, "start": model.start, "group": model.group,
                          "seed": config.rl.seed + model.seed, "lr": config.rl.lr if model.lr is None else model.lr}
+            start = by_label.get(model.start)
+            if model.start != base.label and start is not None:  # RL after imitation vs imitation alone
+                diffs = paired_differences(start, run, k)
+                row["vs_start"] = {"model": model.start, "includes_zero": diffs.flagged(),
+                                   **{name: [d.value, d.lo, d.hi] for name, d in diffs.differences.items()}}
         rows.append(row)
     return rows
