@@ -153,7 +153,7 @@ class _Stages:
         note(f"[dim]stage {name}: reused ({path.name}, {stored['wall_s']:.0f} s when built)[/dim]")
         return spec, key, path, StageRecord(name, key, str(path), stored["wall_s"], True, stored.get("info", {}))
 
-    def _begin(self, name: str, spec: dict, path: Path) -> None:
+    def _begin(self, spec: dict, path: Path) -> None:
         path.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path / "spec.json", json.dumps(spec, indent=1, sort_keys=True) + "\n")
 
@@ -162,41 +162,47 @@ class _Stages:
                                                         indent=1) + "\n")
         return StageRecord(name, key, str(path), wall, False, info)
 
+    def _build_here(self, name: str, spec: dict, key: str, path: Path, build: Callable[[Path], dict]) -> StageRecord:
+        note(f"[bold]stage {name}[/bold] ({path.name})")
+        self._begin(spec, path)
+        t0 = time.perf_counter()
+        info = build(path) or {}
+        return self._finish(name, key, path, info, time.perf_counter() - t0)
+
     def run(self, name: str, spec: dict, build: Callable[[Path], dict], numeric: bool = True) -> StageRecord:
         spec, key, path, record = self._locate(name, spec, numeric)
         if record is None:
-            note(f"[bold]stage {name}[/bold] ({path.name})")
-            self._begin(name, spec, path)
-            t0 = time.perf_counter()
-            info = build(path) or {}
-            record = self._finish(name, key, path, info, time.perf_counter() - t0)
+            record = self._build_here(name, spec, key, path, build)
         self.records.append(record)
         return record
 
     def run_parallel(self, jobs: list[tuple[str, dict, Callable, tuple]], workers: int) -> list[StageRecord]:
         """Stages ``(name, spec, function, args)``, each built by ``function(*args, path)`` (a
-        module-level function, so that another process can run it), ``workers`` at a time in
-        separate processes of ``threads_per_worker(workers)`` torch threads each; records in the
-        order of ``jobs``. One worker runs them here, one after the other."""
-        if workers <= 1:
-            return [self.run(name, spec, lambda p, f=function, a=args: f(*a, p)) for name, spec, function, args in jobs]
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor, as_completed
-
+        module-level function, so that another process can run it): the ones not built yet, up to
+        ``workers`` at a time, in separate processes sharing the cores (``threads_per_worker``);
+        records in the order of ``jobs``. With one worker, or one stage to build, it is built
+        here, with this process's threads."""
         located = [self._locate(name, spec, True) for name, spec, _, _ in jobs]
         todo = [i for i, (_, _, _, record) in enumerate(located) if record is None]
         records: dict[int, StageRecord] = {i: rec for i, (*_, rec) in enumerate(located) if rec is not None}
-        if todo:
-            note(f"[bold]{len(todo)} stages in {min(workers, len(todo))} processes[/bold]: "
-                 + ", ".join(jobs[i][0] for i in todo))
+        processes = min(workers, len(todo))
+        if processes == 1:
+            for i in todo:
+                (name, _, function, args), (spec, key, path, _) = jobs[i], located[i]
+                records[i] = self._build_here(name, spec, key, path, lambda p, f=function, a=args: f(*a, p))
+        elif processes > 1:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor, as_completed
+
+            note(f"[bold]{len(todo)} stages in {processes} processes[/bold]: " + ", ".join(jobs[i][0] for i in todo))
             context = multiprocessing.get_context("spawn")  # no fork of a process that runs OpenMP threads
-            with ProcessPoolExecutor(min(workers, len(todo)), mp_context=context, initializer=_worker_setup,
-                                     initargs=(threads_per_worker(workers),)) as pool, \
-                    progress(f"stages ({min(workers, len(todo))} processes)", total=len(todo), unit="stages") as bar:
+            with ProcessPoolExecutor(processes, mp_context=context, initializer=_worker_setup,
+                                     initargs=(threads_per_worker(processes),)) as pool, \
+                    progress(f"stages ({processes} processes)", total=len(todo), unit="stages") as bar:
                 futures = {}
                 for i in todo:
                     spec, key, path, _ = located[i]
-                    self._begin(jobs[i][0], spec, path)
+                    self._begin(spec, path)
                     futures[pool.submit(_timed_build, jobs[i][2], (*jobs[i][3], path))] = i
                 for future in as_completed(futures):
                     i = futures[future]

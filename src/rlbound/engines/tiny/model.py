@@ -285,9 +285,10 @@ class Block(nn.Module):
         return out.add_(p_out.unsqueeze(2)).to(k.dtype)
 
     def _cached_attention(self, q, k, v, layer_kv, start, mask):
-        """Attention of ``q`` over the cached columns (after writing ``k``, ``v`` into them) and,
-        if the cache has one, over each row's shared prompt prefix. Written out with matmuls:
-        for one query per row this is faster on CPU than the fused kernel."""
+        """Attention of several queries per row (a prefill) over the cached columns (after writing
+        ``k``, ``v`` into them) and, if the cache has one, over each row's shared prompt prefix,
+        with ``mask`` the boolean ``[b or 1, 1, t, end]`` visibility. One query per row (a
+        decoding step) goes through :meth:`_decode_attention` instead."""
         keys, values, prefix = layer_kv  # every allocated column: whole contiguous matrices
         t = q.shape[2]
         end = start + t
@@ -296,8 +297,7 @@ class Block(nn.Module):
         q = q.to(keys.dtype)  # the cache's format (float32 for bfloat16 weights: see KVCache)
         scale = self.head_dim ** -0.5
         scores = torch.matmul(q, keys.transpose(-1, -2)).mul_(scale)  # [b, heads, t, allocated]
-        if mask is not None:
-            scores[..., :end].masked_fill_(~mask, float("-inf"))
+        scores[..., :end].masked_fill_(~mask, float("-inf"))
         if scores.shape[-1] > end:  # columns not written yet
             scores[..., end:] = float("-inf")
         if prefix is None:
@@ -407,10 +407,9 @@ class TinyLlama(nn.Module):
             start = cache.length
             end = start + t
             cache.reserve(end)
-            mask = None  # one new token with every cached column valid needs no mask
-            if t == 1:
+            if t == 1:  # a decoding step: additive masks, built once for every layer
                 mask = self._decode_bias(cache, key_valid, start)
-            elif key_valid is not None or t > 1:
+            else:
                 cols = torch.arange(end, device=ids.device)
                 qcols = cols[start:, None]
                 visible = cols[None, :] <= qcols  # causal, [t, end]
