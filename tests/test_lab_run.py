@@ -134,26 +134,70 @@ def test_lab_errors_are_one_line(tmp_path):
     assert result.returncode == 2 and "unknown lab preset 'tiny'" in result.stderr
 
 
-def test_stages_built_in_worker_processes_equal_those_built_here(tmp_path):
-    """run_parallel builds stages in spawned processes (real ones, two at a time), records them in
-    job order, writes what a build in this process writes, and reuses them on the next call."""
+def _corpus_jobs(stages, config):
+    from rlbound.lab.pipeline import _write_corpus
+
+    return [stages.plan(f"corpus-{which}", {"corpus": getattr(config, f"{which}_corpus").as_dict()}, _write_corpus,
+                        (config, f"{which}_corpus"), numeric=False) for which in ("base", "teacher")]
+
+
+def _small_quick():
     from rlbound.lab.config import preset
-    from rlbound.lab.pipeline import _Stages, _write_corpus
 
     config = preset("quick")
-    config = replace(config, base_corpus=replace(config.base_corpus, problems=40),
-                     teacher_corpus=replace(config.teacher_corpus, problems=30))
-    jobs = [(f"corpus-{which}", {"corpus": getattr(config, f"{which}_corpus").as_dict()}, _write_corpus,
-             (config, f"{which}_corpus")) for which in ("base", "teacher")]
-    here = _Stages(tmp_path / "here").run_parallel(jobs, 1)
-    there = _Stages(tmp_path / "there").run_parallel(jobs, 2)
-    assert [r.name for r in there] == ["corpus-base", "corpus-teacher"] and not any(r.cached for r in there)
-    for a, b in zip(here, there):
+    return replace(config, base_corpus=replace(config.base_corpus, problems=40),
+                   teacher_corpus=replace(config.teacher_corpus, problems=30),
+                   pretrain=replace(config.pretrain, steps=4, checkpoint_every=2))
+
+
+def test_stages_built_in_worker_processes_equal_those_built_here(tmp_path):
+    """build() builds stages in spawned processes (real ones, two at a time), records them in
+    plan order, writes what a build in this process writes, and reuses them on the next call."""
+    from rlbound.lab.pipeline import _Stages
+
+    config = _small_quick()
+    here_stages, there_stages = _Stages(tmp_path / "here"), _Stages(tmp_path / "there")
+    _corpus_jobs(here_stages, config)
+    _corpus_jobs(there_stages, config)
+    here = list(here_stages.build(1).values())
+    there = there_stages.build(2)
+    assert list(there) == ["corpus-base", "corpus-teacher"] and not any(r.cached for r in there.values())
+    assert [r.name for r in there_stages.records] == list(there)
+    for a, b in zip(here, there.values()):
         assert a.key == b.key and a.info == b.info
         files = sorted(p.relative_to(a.path) for p in Path(a.path).rglob("*") if p.is_file())
         assert files and files == sorted(p.relative_to(b.path) for p in Path(b.path).rglob("*") if p.is_file())
         for f in files:
             if f.name != "stage.json":  # holds the wall time
                 assert (Path(a.path) / f).read_bytes() == (Path(b.path) / f).read_bytes()
-    again = _Stages(tmp_path / "there").run_parallel(jobs, 2)
-    assert all(r.cached for r in again) and [r.path for r in again] == [r.path for r in there]
+    again_stages = _Stages(tmp_path / "there")
+    _corpus_jobs(again_stages, config)
+    again = again_stages.build(2)
+    assert all(r.cached for r in again.values()) and [r.path for r in again.values()] == [r.path for r in there.values()]
+
+
+def test_a_stage_starts_once_what_it_needs_is_built_and_a_failure_keeps_the_rest(tmp_path):
+    """A pretraining stage planned before its corpus, needing it, waits for it (it reads the
+    corpus file, so a start before would fail); a stage that fails in a worker is raised once the
+    stage running beside it is finished and recorded, and what needs the failed one never starts."""
+    from rlbound.lab.pipeline import _pretrain, _Stages
+
+    config = _small_quick()
+    stages = _Stages(tmp_path)
+    pretrain = stages.plan("pretrain-base", {"steps": 4}, _pretrain, (config, "pretrain", None, None),
+                           needs=("corpus-base",))
+    base = _corpus_jobs(stages, config)[0]
+    pretrain.args = (config, "pretrain", str(base.path), None)  # known once its corpus is planned
+    built = stages.build(2)
+    assert list(built) == ["pretrain-base", "corpus-base", "corpus-teacher"]
+    assert (pretrain.path / "model").is_dir() and built["pretrain-base"].info["final_loss"] > 0
+
+    stages = _Stages(tmp_path / "failing")
+    broken = stages.plan("pretrain-base", {"steps": 4}, _pretrain, (config, "pretrain", str(tmp_path / "none"), None))
+    after = stages.plan("pretrain-teacher", {"steps": 4}, _pretrain, (config, "pretrain", str(tmp_path / "none"), None),
+                        needs=("pretrain-base",))
+    base, teacher = _corpus_jobs(stages, config)
+    with pytest.raises(FileNotFoundError):
+        stages.build(2)
+    assert not (broken.path / "stage.json").exists() and not after.path.exists()
+    assert (base.path / "stage.json").exists() and not teacher.path.exists()  # finished beside it; never started

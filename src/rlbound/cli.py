@@ -772,7 +772,7 @@ def lab_run(
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML file overriding the preset's knobs (see `rlbound lab config`)."),
     out: Path = typer.Option(Path("runs/lab"), "--out", "-o", help="Lab directory; stages already built there are reused."),
     dtype: Optional[str] = typer.Option(None, "--dtype", help="Number format of every stage (model.dtype): auto (bfloat16 where the CPU has it), float32 or bfloat16."),
-    workers: Optional[int] = typer.Option(None, "--workers", "-j", help="Processes that build the RL and evaluation stages side by side (default: one per core, at most 8; 1: one after the other, in this process)."),
+    workers: Optional[int] = typer.Option(None, "--workers", "-j", help="Processes that build stages side by side, each as soon as the stages it reads exist (default: one per core, at most 8; 1: one after the other, in this process)."),
 ) -> None:
     """Build the world, pretrain base and teacher, distil, self-train, train with RL, sample every model, report."""
     from dataclasses import replace

@@ -30,7 +30,12 @@ rebuild it rather than resume a run graded, or a model trained, under the old on
    stage times; ``OUT/lab.json`` sums it up (``summary``: a row per model; ``seeds``: the seed
    comparisons per family).
 
-A stage is finished when its ``stage.json`` exists; anything short of that is resumed or redone.
+Every stage is planned before any is built, with the stages it reads; each then starts as soon
+as those are finished, in up to ``workers`` processes (so the teacher, self-training and the RL
+runs train side by side once the base model exists, and a model's evaluations start as soon as it
+is trained); a stage that is alone with nothing running is built in this process, with all its
+threads. A stage is finished when its ``stage.json`` exists; anything short of that is resumed or
+redone, and a stage that fails stops new ones from starting but not those running beside it.
 Only the evaluations hash ``world.test_problems``: train and test problems are disjoint by hash, so
 a larger test set reuses every trained model (stages built when all of them hashed it are found
 by their spec and reused too).
@@ -45,6 +50,8 @@ import math
 import os
 import shutil
 import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
@@ -121,6 +128,7 @@ class _Stages:
     def __init__(self, out: Path, dtype: str = "float32"):
         self.root = out / "stages"
         self.records: list[StageRecord] = []
+        self.planned: list[_Job] = []
         self.dtype = dtype
 
     def _built_with_a_test_set(self, name: str, spec: dict) -> tuple[Path, str] | None:
@@ -176,44 +184,95 @@ class _Stages:
         self.records.append(record)
         return record
 
-    def run_parallel(self, jobs: list[tuple[str, dict, Callable, tuple]], workers: int) -> list[StageRecord]:
-        """Stages ``(name, spec, function, args)``, each built by ``function(*args, path)`` (a
-        module-level function, so that another process can run it): the ones not built yet, up to
-        ``workers`` at a time, in separate processes sharing the cores (``threads_per_worker``);
-        records in the order of ``jobs``. With one worker, or one stage to build, it is built
-        here, with this process's threads."""
-        located = [self._locate(name, spec, True) for name, spec, _, _ in jobs]
-        todo = [i for i, (_, _, _, record) in enumerate(located) if record is None]
-        records: dict[int, StageRecord] = {i: rec for i, (*_, rec) in enumerate(located) if rec is not None}
-        processes = min(workers, len(todo))
-        if processes == 1:
-            for i in todo:
-                (name, _, function, args), (spec, key, path, _) = jobs[i], located[i]
-                records[i] = self._build_here(name, spec, key, path, lambda p, f=function, a=args: f(*a, p))
-        elif processes > 1:
-            import multiprocessing
-            from concurrent.futures import ProcessPoolExecutor, as_completed
+    def plan(self, name: str, spec: dict, function: Callable, args: tuple = (), needs: tuple = (),
+             numeric: bool = True) -> "_Job":
+        """Queue the stage ``name``, built by ``function(*args, path)`` (module-level, so that a
+        worker process can run it) once the stages named in ``needs`` are; returns the job, whose
+        ``path`` is known before it is built (a stage's directory follows from its spec)."""
+        spec, key, path, record = self._locate(name, spec, numeric)
+        job = _Job(name, spec, key, path, function, args, tuple(needs), record)
+        self.planned.append(job)
+        return job
 
-            note(f"[bold]{len(todo)} stages in {processes} processes[/bold]: " + ", ".join(jobs[i][0] for i in todo))
-            context = multiprocessing.get_context("spawn")  # no fork of a process that runs OpenMP threads
-            with ProcessPoolExecutor(processes, mp_context=context, initializer=_worker_setup,
-                                     initargs=(threads_per_worker(processes),)) as pool, \
-                    progress(f"stages ({processes} processes)", total=len(todo), unit="stages") as bar:
-                futures = {}
-                for i in todo:
-                    spec, key, path, _ = located[i]
-                    self._begin(spec, path)
-                    futures[pool.submit(_timed_build, jobs[i][2], (*jobs[i][3], path))] = i
-                for future in as_completed(futures):
-                    i = futures[future]
-                    info, wall = future.result()
-                    _, key, path, _ = located[i]
-                    records[i] = self._finish(jobs[i][0], key, path, info, wall)
-                    note(f"stage {jobs[i][0]}: {wall:.0f} s")
+    def build(self, workers: int) -> dict[str, StageRecord]:
+        """Build every planned stage not built yet, each as soon as the stages it needs are, up to
+        ``workers`` at a time in separate processes sharing the cores (``threads_per_worker``),
+        the first planned first; records (in plan order) by name. A stage that is the only one
+        that can run, with none running, is built here with all of this process's threads (every
+        other stage waits for it). After a failure no stage starts; those running are finished
+        and kept, then the error is raised."""
+        jobs, self.planned = self.planned, []
+        records = {job.name: job.record for job in jobs if job.record is not None}
+        pending = [job for job in jobs if job.record is None]
+        running: dict = {}  # future -> job
+        processes = max(1, min(workers, len(pending)))
+        failure: BaseException | None = None
+        with ExitStack() as stack:
+            bars = stack.enter_context(ExitStack())  # the bar of the stages running in workers
+            pool = bar = None
+            while (pending and failure is None) or running:
+                ready = [job for job in pending if all(n in records for n in job.needs)] if failure is None else []
+                if ready and not running and (processes == 1 or len(ready) == 1):
+                    job = ready[0]
+                    pending.remove(job)
+                    records[job.name] = self._build_here(job.name, job.spec, job.key, job.path,
+                                                         lambda p, j=job: j.function(*j.args, p))
+                    continue
+                if not ready and not running:  # a need that was never planned: a bug, not bad input
+                    stuck = pending[0]
+                    raise RuntimeError(f"stage {stuck.name} needs {', '.join(n for n in stuck.needs if n not in records)}, "
+                                       "which no planned stage builds")
+                if pool is None:
+                    pool = stack.enter_context(_worker_pool(processes))
+                if bar is None:
+                    bar = bars.enter_context(progress(f"stages ({processes} processes)", total=len(pending)
+                                                           + len(running), unit="stages"))
+                for job in ready[: processes - len(running)]:
+                    pending.remove(job)
+                    self._begin(job.spec, job.path)
+                    note(f"[bold]stage {job.name}[/bold] ({job.path.name}) in a worker process")
+                    running[pool.submit(_timed_build, job.function, (*job.args, job.path))] = job
+                finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    job = running.pop(future)
+                    try:
+                        info, wall = future.result()
+                    except BaseException as exc:  # noqa: BLE001 - raised once the running ones are kept
+                        failure = failure or exc
+                        continue
+                    records[job.name] = self._finish(job.name, job.key, job.path, info, wall)
+                    note(f"stage {job.name}: {wall:.0f} s")
                     bar.advance(1)
-        ordered = [records[i] for i in range(len(jobs))]
+                if not running:
+                    bars.close()
+                    bar = None
+        if failure is not None:
+            raise failure
+        ordered = [records[job.name] for job in jobs]
         self.records.extend(ordered)
-        return ordered
+        return {record.name: record for record in ordered}
+
+
+@dataclass
+class _Job:
+    """A planned stage: its spec as hashed, key and directory, how to build it, what it needs."""
+
+    name: str
+    spec: dict
+    key: str
+    path: Path
+    function: Callable
+    args: tuple
+    needs: tuple
+    record: StageRecord | None  # set when the stage was built before
+
+
+def _worker_pool(processes: int):
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")  # no fork of a process that runs OpenMP threads
+    return ProcessPoolExecutor(processes, mp_context=context, initializer=_worker_setup,
+                               initargs=(threads_per_worker(processes),))
 
 
 MAX_WORKERS = 8
@@ -283,13 +342,14 @@ def trained_tokens(pairs: list[tuple[str, str]], batch_size: int, steps: int) ->
     return sum(len(p) + len(c) + 2 for p, c in pairs) / len(pairs) * batch_size * steps
 
 
-def _pretrain(config: LabConfig, which: str, corpus: StageRecord, start: str | None, path: Path) -> dict:
-    """Train from ``start`` (a model directory) or, when None, from scratch."""
+def _pretrain(config: LabConfig, which: str, corpus_dir: str, start: str | None, path: Path) -> dict:
+    """Train on the corpus stage in ``corpus_dir`` from ``start`` (a model directory) or, when
+    None, from scratch."""
     from rlbound.engines.tiny.model import TinyConfig
     from rlbound.engines.tiny.train import train_next_token
 
     train = getattr(config, which)
-    pairs = read_corpus(corpus.path)
+    pairs = read_corpus(corpus_dir)
     result = train_next_token(
         start or TinyConfig(**config.model.shape()), pairs, steps=train.steps, batch_size=train.batch_size, lr=train.lr,
         warmup=train.warmup, seed=train.seed, out_dir=path / "model",
@@ -528,8 +588,8 @@ def _train_rl(config: LabConfig, model: RLModel, start_dir: str, labels_dir: str
 
 def run_lab(out: str | Path, config: LabConfig, preset_name: str = "default", workers: int | None = None) -> LabResult:
     """Run (or resume) the lab in ``out``; return where everything is. ``workers``: processes
-    that build the RL and evaluation stages side by side (default: one per usable core, at most
-    :data:`MAX_WORKERS`; 1 builds every stage here, one after the other)."""
+    that build stages side by side, each as soon as what it reads exists (default: one per usable
+    core, at most :data:`MAX_WORKERS`; 1 builds every stage here, one after the other)."""
     from rlbound.report.html import write_report
     from rlbound.store import load_run
     from rlbound.train.loop import read_metrics
@@ -550,50 +610,57 @@ def run_lab(out: str | Path, config: LabConfig, preset_name: str = "default", wo
     stages = _Stages(out, fmt)
     test_world = config.world.as_dict()  # the evaluations' problems
     world = _without_test_set({"world": test_world})["world"]  # the training stages': disjoint from them
+    # every stage is planned first, with the stages it reads; build() then starts each one as soon
+    # as those exist (the teacher, self-training and RL side by side, each model's evaluations as
+    # soon as it is trained), the first planned first
     corpora = {
-        which: stages.run(f"corpus-{which.split('_')[0]}", {"world": world, "corpus": getattr(config, which).as_dict()},
-                          lambda p, w=which: _write_corpus(config, w, p), numeric=False)
+        which: stages.plan(f"corpus-{which.split('_')[0]}", {"world": world, "corpus": getattr(config, which).as_dict()},
+                           _write_corpus, (config, which), numeric=False)
         for which in ("base_corpus", "teacher_corpus")
     }
-    models: dict[str, tuple[str, str]] = {}  # name -> (model dir, stage key)
+    models: dict[str, tuple[str, _Job]] = {}  # name -> (model dir, the stage that trains it)
     for name, corpus, train in (("base", "base_corpus", "pretrain"), ("teacher", "teacher_corpus", "teacher_pretrain")):
         start = models["base"] if getattr(config, train).init == "base" else None
-        record = stages.run(
+        job = stages.plan(
             f"pretrain-{name}",
             {"corpus": corpora[corpus].key, "model": config.model.shape(),
-             "train": getattr(config, train).as_dict(), "start": start and start[1]},
-            lambda p, c=corpus, t=train, s=start: _pretrain(config, t, corpora[c], s and s[0], p),
+             "train": getattr(config, train).as_dict(), "start": start and start[1].key},
+            _pretrain, (config, train, str(corpora[corpus].path), start and start[0]),
+            needs=(corpora[corpus].name, *(start and [start[1].name] or [])),
         )
-        models[name] = (str(Path(record.path) / "model"), record.key)
-    base_dir = models["base"][0]
+        models[name] = (str(job.path / "model"), job)
+    base_dir, base_job = models["base"]
     for name, which, sampler, offset in (("distilled", "distill", "teacher", DISTILL_OFFSET),
                                          ("self-trained", "self_train", "base", SELF_TRAIN_OFFSET)):
         if not getattr(config, which).enabled:
             continue
-        record = stages.run(
+        job = stages.plan(
             which.replace("_", "-"),
-            {"student": models["base"][1], "sampler": models[sampler][1], "world": world,
+            {"student": base_job.key, "sampler": models[sampler][1].key, "world": world,
              "settings": getattr(config, which).as_dict(), "sampling": config.sampling.as_dict(),
              "graders": _graders(FAMILIES)},
-            lambda p, w=which, s=sampler, o=offset: _finetune_on_correct(config, w, models[s][0], base_dir, o, p),
+            _finetune_on_correct, (config, which, models[sampler][0], base_dir, offset),
+            needs=(base_job.name, models[sampler][1].name),
         )
-        models[name] = (str(Path(record.path) / "model"), record.key)
+        models[name] = (str(job.path / "model"), job)
     labels = None
     trained = rl_models(config)
     if trained and config.rl.reward == "incorrect_label":
-        labels = stages.run("labels-base", {"base": models["base"][1], "world": world, "rl": _labels_rl_spec(config),
-                                            "sampling": config.sampling.as_dict(),
-                                            "graders": _graders(config.rl.families)},
-                            lambda p: _base_labels(config, base_dir, p))
-    training: dict[str, list[dict]] = {}  # RL model label -> its per-step metrics, for the report
-    rl_jobs = [(f"rl-{m.label}",
-                {"base": models[m.start][1], "world": world, "problems": config.rl.problems,  # "base": the start
-                 "families": config.rl.families, "trainer": _trainer_spec(config, m),
-                 "labels": labels and labels.key, "graders": _graders(config.rl.families)},
-                _train_rl, (config, m, models[m.start][0], labels and labels.path)) for m in trained]
-    for rl_model, record in zip(trained, stages.run_parallel(rl_jobs, workers)):
-        models[rl_model.label] = (str(Path(record.path) / "train" / "model"), record.key)
-        training[rl_model.label] = read_metrics(Path(record.path) / "train")
+        labels = stages.plan("labels-base", {"base": base_job.key, "world": world, "rl": _labels_rl_spec(config),
+                                             "sampling": config.sampling.as_dict(),
+                                             "graders": _graders(config.rl.families)},
+                             _base_labels, (config, base_dir), needs=(base_job.name,))
+    for m in trained:
+        start_dir, start_job = models[m.start]
+        job = stages.plan(
+            f"rl-{m.label}",
+            {"base": start_job.key, "world": world, "problems": config.rl.problems,  # "base": the start
+             "families": config.rl.families, "trainer": _trainer_spec(config, m),
+             "labels": labels and labels.key, "graders": _graders(config.rl.families)},
+            _train_rl, (config, m, start_dir, labels and str(labels.path)),
+            needs=(start_job.name, *(labels and [labels.name] or [])),
+        )
+        models[m.label] = (str(job.path / "train" / "model"), job)
 
     test_tasks = {f: lab_task(f, config.world, config.world.test_problems) for f in FAMILIES}
     # every model on the test problems, then the RL check (base and RL models on training problems)
@@ -602,23 +669,26 @@ def run_lab(out: str | Path, config: LabConfig, preset_name: str = "default", wo
         starts = ["base", *(s for s in config.rl.start if s != "base")]  # what each RL model is compared with
         evaluations += [(name, family, True) for name in [*starts, *(m.label for m in trained)]
                         for family in config.rl.families]
-    jobs = []
+    eval_jobs = []
     for name, family, check in evaluations:
-        model_dir, key = models[name]
+        model_dir, model_job = models[name]
         if check:
-            spec = {"model": key, "world": world, "problems": config.rl.check_problems,
+            spec = {"model": model_job.key, "world": world, "problems": config.rl.check_problems,
                     "samples": config.rl.check_samples, "sampling": config.sampling.as_dict(),
                     "graders": _graders([family])}
         else:
-            spec = {"model": key, "world": test_world, "sampling": config.sampling.as_dict(),
+            spec = {"model": model_job.key, "world": test_world, "sampling": config.sampling.as_dict(),
                     "graders": _graders([family])}
-        jobs.append((f"{'train-eval' if check else 'eval'}-{name}-{family}", spec, _evaluation_stage,
-                     (config, model_dir, family, name, check)))
+        eval_jobs.append(stages.plan(f"{'train-eval' if check else 'eval'}-{name}-{family}", spec, _evaluation_stage,
+                                     (config, model_dir, family, name, check), needs=(model_job.name,)))
+    stages.build(workers)
+
+    training = {m.label: read_metrics(models[m.label][1].path / "train") for m in trained}  # for the report
     runs_by_family: dict[str, list] = {f: [] for f in FAMILIES}
     train_runs: dict[str, list] = {f: [] for f in FAMILIES}
-    for (name, family, check), record in zip(evaluations, stages.run_parallel(jobs, workers)):
+    for (name, family, check), job in zip(evaluations, eval_jobs):
         runs = train_runs if check else runs_by_family
-        runs[family].append(load_run(Path(record.path) / "run").samples)
+        runs[family].append(load_run(job.path / "run").samples)
         runs[family][-1].label = name
 
     stage_rows = [r.as_dict() for r in stages.records]
