@@ -153,7 +153,9 @@ def _small_quick():
 def test_stages_built_in_worker_processes_equal_those_built_here(tmp_path):
     """build() builds stages in spawned processes (real ones, two at a time), records them in
     plan order, writes what a build in this process writes, and reuses them on the next call."""
-    from rlbound.lab.pipeline import _Stages
+    import torch
+
+    from rlbound.lab.pipeline import _Stages, threads_per_worker
 
     config = _small_quick()
     here_stages, there_stages = _Stages(tmp_path / "here"), _Stages(tmp_path / "there")
@@ -164,7 +166,8 @@ def test_stages_built_in_worker_processes_equal_those_built_here(tmp_path):
     assert list(there) == ["corpus-base", "corpus-teacher"] and not any(r.cached for r in there.values())
     assert [r.name for r in there_stages.records] == list(there)
     for a, b in zip(here, there.values()):
-        assert a.key == b.key and a.info == b.info
+        assert a.key == b.key and a.info["threads"] == torch.get_num_threads() and b.info["threads"] == threads_per_worker(2)
+        assert {**a.info, "threads": 0} == {**b.info, "threads": 0}
         files = sorted(p.relative_to(a.path) for p in Path(a.path).rglob("*") if p.is_file())
         assert files and files == sorted(p.relative_to(b.path) for p in Path(b.path).rglob("*") if p.is_file())
         for f in files:
@@ -178,19 +181,31 @@ def test_stages_built_in_worker_processes_equal_those_built_here(tmp_path):
 
 def test_a_stage_starts_once_what_it_needs_is_built_and_a_failure_keeps_the_rest(tmp_path):
     """A pretraining stage planned before its corpus, needing it, waits for it (it reads the
-    corpus file, so a start before would fail); a stage that fails in a worker is raised once the
-    stage running beside it is finished and recorded, and what needs the failed one never starts."""
-    from rlbound.lab.pipeline import _pretrain, _Stages
+    corpus file, so a start before would fail), and, since the other stage left needs it, runs in
+    this process with all its threads, not in a one-thread worker beside the other corpus; a
+    stage that fails in a worker is raised once the stage running beside it is finished and
+    recorded, and what needs the failed one never starts."""
+    import torch
+
+    from rlbound.lab.pipeline import _blocks_the_rest, _pretrain, _Stages, threads_per_worker
 
     config = _small_quick()
+    config = replace(config, teacher_pretrain=replace(config.teacher_pretrain, steps=2, checkpoint_every=2))
     stages = _Stages(tmp_path)
     pretrain = stages.plan("pretrain-base", {"steps": 4}, _pretrain, (config, "pretrain", None, None),
                            needs=("corpus-base",))
-    base = _corpus_jobs(stages, config)[0]
+    base, teacher = _corpus_jobs(stages, config)
     pretrain.args = (config, "pretrain", str(base.path), None)  # known once its corpus is planned
+    stages.plan("pretrain-teacher", {"steps": 2}, _pretrain,
+                (config, "teacher_pretrain", str(teacher.path), str(pretrain.path / "model")),
+                needs=("corpus-teacher", "pretrain-base"))
+    assert _blocks_the_rest(pretrain, stages.planned[:1] + stages.planned[3:])
+    assert not _blocks_the_rest(pretrain, stages.planned)  # the teacher's corpus needs nothing
     built = stages.build(2)
-    assert list(built) == ["pretrain-base", "corpus-base", "corpus-teacher"]
+    assert list(built) == ["pretrain-base", "corpus-base", "corpus-teacher", "pretrain-teacher"]
     assert (pretrain.path / "model").is_dir() and built["pretrain-base"].info["final_loss"] > 0
+    assert built["pretrain-base"].info["threads"] == torch.get_num_threads()
+    assert {built[f"corpus-{w}"].info["threads"] for w in ("base", "teacher")} == {threads_per_worker(2)}
 
     stages = _Stages(tmp_path / "failing")
     broken = stages.plan("pretrain-base", {"steps": 4}, _pretrain, (config, "pretrain", str(tmp_path / "none"), None))

@@ -174,7 +174,7 @@ class _Stages:
         note(f"[bold]stage {name}[/bold] ({path.name})")
         self._begin(spec, path)
         t0 = time.perf_counter()
-        info = build(path) or {}
+        info = _with_threads(build(path))
         return self._finish(name, key, path, info, time.perf_counter() - t0)
 
     def run(self, name: str, spec: dict, build: Callable[[Path], dict], numeric: bool = True) -> StageRecord:
@@ -199,7 +199,8 @@ class _Stages:
         ``workers`` at a time in separate processes sharing the cores (``threads_per_worker``),
         the first planned first; records (in plan order) by name. A stage that is the only one
         that can run, with none running, is built here with all of this process's threads (every
-        other stage waits for it). After a failure no stage starts; those running are finished
+        other stage waits for it); so is one that every other pending stage needs, once the
+        stages running beside it are finished. After a failure no stage starts; those running are finished
         and kept, then the error is raised."""
         jobs, self.planned = self.planned, []
         records = {job.name: job.record for job in jobs if job.record is not None}
@@ -212,6 +213,8 @@ class _Stages:
             pool = bar = None
             while (pending and failure is None) or running:
                 ready = [job for job in pending if all(n in records for n in job.needs)] if failure is None else []
+                if len(ready) == 1 and running and _blocks_the_rest(ready[0], pending):
+                    ready = []  # wait for the running ones, then build it here with every thread
                 if ready and not running and (processes == 1 or len(ready) == 1):
                     job = ready[0]
                     pending.remove(job)
@@ -251,6 +254,23 @@ class _Stages:
         ordered = [records[job.name] for job in jobs]
         self.records.extend(ordered)
         return {record.name: record for record in ordered}
+
+
+def _blocks_the_rest(job: "_Job", pending: list["_Job"]) -> bool:
+    """Whether every other pending stage needs ``job``, directly or through others (the base
+    model's pretraining): then nothing could run beside it, and in a worker it would run on
+    that worker's share of the threads alone."""
+    others = [other for other in pending if other is not job]
+    by_name = {other.name: other for other in pending}
+    blocked: dict[str, bool] = {job.name: True}
+
+    def needs_job(other: "_Job") -> bool:
+        if other.name not in blocked:
+            blocked[other.name] = False  # a cycle cannot make it True
+            blocked[other.name] = any(n in by_name and needs_job(by_name[n]) for n in other.needs)
+        return blocked[other.name]
+
+    return bool(others) and all(needs_job(other) for other in others)
 
 
 @dataclass
@@ -303,8 +323,15 @@ def _worker_setup(threads: int) -> None:
 
 def _timed_build(function: Callable, args: tuple) -> tuple[dict, float]:
     t0 = time.perf_counter()
-    info = function(*args) or {}
+    info = _with_threads(function(*args))
     return info, time.perf_counter() - t0
+
+
+def _with_threads(info: dict | None) -> dict:
+    """A stage's info with the torch threads that built it (its wall time depends on them)."""
+    import torch
+
+    return {**(info or {}), "threads": torch.get_num_threads()}
 
 
 # ------------------------------------------------------------------------------- the stages
