@@ -55,6 +55,10 @@ def main() -> None:
         total += stage["wall_s"]
         print(f"  {stage['name']:<28} {stage['wall_s']:8.1f} s{'  (cached)' if stage['cached'] else ''}")
     print(f"  {'total':<28} {total:8.1f} s")
+    plan = record.get("schedule")
+    if plan and plan["built"]:  # lab directories written before the stage graph have none
+        print(f"  the {plan['built']} stages built in that run: {plan['wall_s']:.1f} s from first to last with "
+              f"{plan['workers']} worker(s), {plan['stage_s'] / max(plan['wall_s'], 1e-9):.2f}x their own times added up")
 
     batch_size = record["config"]["pretrain"]["batch_size"]
     corpus_stage = next(s for s in record["stages"] if s["name"] == "corpus-base")

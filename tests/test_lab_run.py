@@ -63,11 +63,16 @@ def test_quick_lab_end_to_end_cached_and_partly_rerun(tmp_path):
         assert {g for g in results["groups"]["groups"]} == (
             {"chain", "tree"} if family == "countdown" else {"short", "long"})
     assert "report (countdown):" in first.stdout and "pass@64" in first.stdout
+    schedule = record["schedule"]  # every stage built, side by side in the default workers
+    assert schedule["built"] == len(expected) and 0 < schedule["wall_s"]
+    assert schedule["stage_s"] == pytest.approx(sum(s["wall_s"] for s in stages.values()), abs=0.5)
+    assert f"stages: {len(expected)} built in" in first.stdout
 
     again = lab("run", "--preset", "quick", "--out", out)
     assert again.returncode == 0, again.stderr[-3000:]
     assert all(s["cached"] for s in _stages(out).values())
     assert json.loads((out / "lab.json").read_text())["summary"] == record["summary"]
+    assert json.loads((out / "lab.json").read_text())["schedule"]["built"] == 0 and "stages:" not in again.stdout
 
     knob = tmp_path / "slower.toml"
     knob.write_text("[self_train]\nlr = 1e-4\n[rl]\nsteps = 4\n")

@@ -799,6 +799,10 @@ def lab_run(
         typer.echo(f"{row['family']:<10} {row['model']:<{width}} pass@1 {row['pass@1']:.3f}  "
                    f"pass@{k} {row[f'pass@{k}']:.3f}  solved {row['solved']}/{row['problems']} "
                    f"(+{row['only_model']} -{row['only_base']} vs base)  ΔSE {row['delta_se']:+.3f}{trained}{versus}")
+    plan = result.schedule
+    if plan["built"]:
+        typer.echo(f"stages: {plan['built']} built in {plan['wall_s']:.0f} s with {plan['workers']} worker(s) "
+                   f"(their own times add up to {plan['stage_s']:.0f} s)")
     for family, path in result.reports.items():
         typer.echo(f"report ({family}): {path}")
 

@@ -28,7 +28,7 @@ rebuild it rather than resume a run graded, or a model trained, under the old on
    base model, with pass@k by problem class, each algorithm's spread over seeds against the
    spread between algorithms (:mod:`rlbound.analysis.seeds`), the RL training curves and the
    stage times; ``OUT/lab.json`` sums it up (``summary``: a row per model; ``seeds``: the seed
-   comparisons per family).
+   comparisons per family; ``schedule``: how long the stages built this time took, side by side).
 
 Every stage is planned before any is built, with the stages it reads; each then starts as soon
 as those are finished, in up to ``workers`` processes (so the teacher, self-training and the RL
@@ -105,6 +105,10 @@ class LabResult:
     models: dict[str, str]
     reports: dict[str, Path]
     summary: list[dict]
+    schedule: dict
+    """The stages built this time: ``workers``, ``built`` (how many), ``wall_s`` (from the first
+    to the last) and ``stage_s`` (their own wall times added up; larger than ``wall_s`` when
+    stages ran side by side)."""
 
 
 def _key(name: str, spec: dict) -> str:
@@ -708,7 +712,11 @@ def run_lab(out: str | Path, config: LabConfig, preset_name: str = "default", wo
                     "graders": _graders([family])}
         eval_jobs.append(stages.plan(f"{'train-eval' if check else 'eval'}-{name}-{family}", spec, _evaluation_stage,
                                      (config, model_dir, family, name, check), needs=(model_job.name,)))
+    started = time.perf_counter()
     stages.build(workers)
+    built = [r for r in stages.records if not r.cached]
+    schedule = {"workers": workers, "built": len(built), "wall_s": round(time.perf_counter() - started, 1),
+                "stage_s": round(sum(r.wall_s for r in built), 1)}  # stage_s / wall_s: the overlap
 
     training = {m.label: read_metrics(models[m.label][1].path / "train") for m in trained}  # for the report
     runs_by_family: dict[str, list] = {f: [] for f in FAMILIES}
@@ -729,11 +737,11 @@ def run_lab(out: str | Path, config: LabConfig, preset_name: str = "default", wo
         )
         summary += _summary_rows(family, runs, train_runs[family], {m.label: m for m in trained}, config)
         seeds[family] = json.loads((reports[family].parent / "results.json").read_text())["seeds"]
-    record = {"preset": preset_name, "config": config.as_dict(), "stages": stage_rows,
+    record = {"preset": preset_name, "config": config.as_dict(), "stages": stage_rows, "schedule": schedule,
               "models": {k: v[0] for k, v in models.items()},
               "reports": {k: str(v) for k, v in reports.items()}, "summary": summary, "seeds": seeds}
     atomic_write_text(out / "lab.json", json.dumps(record, indent=1) + "\n")
-    return LabResult(out, stages.records, {k: v[0] for k, v in models.items()}, reports, summary)
+    return LabResult(out, stages.records, {k: v[0] for k, v in models.items()}, reports, summary, schedule)
 
 
 def _trainer_spec(config: LabConfig, model: RLModel) -> dict:
