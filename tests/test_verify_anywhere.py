@@ -163,9 +163,13 @@ def test_worker_of_a_killed_caller_exits_mid_check(tmp_path: Path) -> None:
             from rlbound.verify import pool
 
             def report():
-                while not pool.default_pool()._workers:
+                def first():  # a slot exists before its worker has started
+                    workers = pool.default_pool()._workers
+                    return workers[0] if workers else None
+
+                while first() is None:
                     time.sleep(0.01)
-                print("workers", pool.default_pool()._workers[0].process.pid, flush=True)
+                print("workers", first().process.pid, flush=True)
 
             threading.Thread(target=report).start()
             rlbound.verify_math("7", "\\\\boxed{9^{9^{9}}}", timeout_s=1.0)

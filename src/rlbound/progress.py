@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Callable, Iterator
 
 from rich.console import Console
 from rich.progress import (
@@ -30,7 +30,16 @@ from rich.progress import (
 from rich.text import Text
 
 _QUIET = False
+_HEARTBEAT: Callable[[], None] | None = None
 _console = Console(stderr=True)
+
+
+def set_heartbeat(callback: Callable[[], None] | None) -> None:
+    """Call ``callback`` (cheap, no arguments) at every advance of every bar of this process,
+    drawn or not, in the thread that advances it; None removes it. The lab's worker processes
+    use it to take up the cores a finished stage beside them left (every long loop advances a bar)."""
+    global _HEARTBEAT
+    _HEARTBEAT = callback
 
 
 def set_quiet(quiet: bool) -> None:
@@ -72,6 +81,8 @@ class Bar:
 
     def advance(self, amount: float = 1) -> None:
         self.completed += amount
+        if _HEARTBEAT is not None:
+            _HEARTBEAT()
         if self._progress is not None:
             self._progress.advance(self._task_id, amount)
 

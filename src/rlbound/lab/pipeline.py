@@ -200,12 +200,13 @@ class _Stages:
 
     def build(self, workers: int) -> dict[str, StageRecord]:
         """Build every planned stage not built yet, each as soon as the stages it needs are, up to
-        ``workers`` at a time in separate processes sharing the cores (``threads_per_worker``),
+        ``workers`` at a time in separate processes sharing the cores,
         the first planned first; records (in plan order) by name. A stage that is the only one
         that can run, with none running, is built here with all of this process's threads (every
         other stage waits for it); so is one that every other pending stage needs, once the
-        stages running beside it are finished. After a failure no stage starts; those running are finished
-        and kept, then the error is raised."""
+        stages running beside it are finished. A worker's threads follow the stages running
+        in workers (:class:`_CoreShare`): one stage alone there gets every core. After a failure
+        no stage starts; those running are finished and kept, then the error is raised."""
         jobs, self.planned = self.planned, []
         records = {job.name: job.record for job in jobs if job.record is not None}
         pending = [job for job in jobs if job.record is None]
@@ -230,18 +231,22 @@ class _Stages:
                     raise RuntimeError(f"stage {stuck.name} needs {', '.join(n for n in stuck.needs if n not in records)}, "
                                        "which no planned stage builds")
                 if pool is None:
-                    pool = stack.enter_context(_worker_pool(processes))
+                    running_count = _spawn_context().RawValue("i", 0)
+                    pool = stack.enter_context(_worker_pool(processes, running_count))
                 if bar is None:
                     bar = bars.enter_context(progress(f"stages ({processes} processes)", total=len(pending)
                                                            + len(running), unit="stages"))
-                for job in ready[: processes - len(running)]:
+                starting = ready[: processes - len(running)]
+                running_count.value = len(running) + len(starting)  # before they start: each reads its share
+                for job in starting:
                     pending.remove(job)
                     self._begin(job.spec, job.path)
                     note(f"[bold]stage {job.name}[/bold] ({job.path.name}) in a worker process")
                     running[pool.submit(_timed_build, job.function, (*job.args, job.path))] = job
                 finished, _ = wait(running, return_when=FIRST_COMPLETED)
-                for future in finished:
-                    job = running.pop(future)
+                done = [(future, running.pop(future)) for future in finished]
+                running_count.value = len(running)  # the workers still running take up the cores
+                for future, job in done:
                     try:
                         info, wall = future.result()
                     except BaseException as exc:  # noqa: BLE001 - raised once the running ones are kept
@@ -291,12 +296,17 @@ class _Job:
     record: StageRecord | None  # set when the stage was built before
 
 
-def _worker_pool(processes: int):
+def _worker_pool(processes: int, running) -> ProcessPoolExecutor:
+    """``processes`` spawned workers sharing the cores by ``running``, the count of stages
+    running in them (a ``RawValue`` of :func:`_spawn_context`, kept by the caller)."""
+    return ProcessPoolExecutor(processes, mp_context=_spawn_context(), initializer=_worker_setup,
+                               initargs=(running,))
+
+
+def _spawn_context():
     import multiprocessing
 
-    context = multiprocessing.get_context("spawn")  # no fork of a process that runs OpenMP threads
-    return ProcessPoolExecutor(processes, mp_context=context, initializer=_worker_setup,
-                               initargs=(threads_per_worker(processes),))
+    return multiprocessing.get_context("spawn")  # no fork of a process that runs OpenMP threads
 
 
 MAX_WORKERS = 8
@@ -311,31 +321,60 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
-def threads_per_worker(workers: int) -> int:
-    """Torch threads of each of ``workers`` processes sharing this machine's cores."""
-    return max(1, usable_cores() // max(1, workers))
+def threads_per_worker(workers: int, cores: int | None = None) -> int:
+    """Torch threads of each of ``workers`` processes sharing ``cores`` (default: this machine's)."""
+    return max(1, (usable_cores() if cores is None else cores) // max(1, workers))
 
 
-def _worker_setup(threads: int) -> None:
-    import torch
+class _CoreShare:
+    """In a worker process: its torch threads, kept at its share of the cores among the stages
+    running in workers (a count the parent keeps in shared memory), checked at the start of each
+    stage and at every progress-bar advance; so a stage left running alone, or beside fewer
+    others, takes up the cores the finished ones left. ``most``: the most threads the current
+    stage has had."""
 
-    from rlbound.progress import set_quiet
+    def __init__(self, running, cores: int):
+        self.running, self.cores, self.threads, self.most = running, cores, 0, 0
 
-    torch.set_num_threads(threads)
+    def update(self) -> None:
+        threads = threads_per_worker(self.running.value, self.cores)
+        if threads != self.threads:
+            import torch
+
+            torch.set_num_threads(threads)
+            self.threads = threads
+            self.most = max(self.most, threads)
+
+
+_SHARE: _CoreShare | None = None  # set in worker processes
+
+
+def _worker_setup(running) -> None:
+    global _SHARE
+    from rlbound.progress import set_heartbeat, set_quiet
+
     set_quiet(True)  # the parent draws one bar for all the stages
+    _SHARE = _CoreShare(running, usable_cores())
+    _SHARE.update()
+    set_heartbeat(_SHARE.update)
 
 
 def _timed_build(function: Callable, args: tuple) -> tuple[dict, float]:
     t0 = time.perf_counter()
+    if _SHARE is not None:
+        _SHARE.update()
+        _SHARE.most = _SHARE.threads
     info = _with_threads(function(*args))
     return info, time.perf_counter() - t0
 
 
 def _with_threads(info: dict | None) -> dict:
-    """A stage's info with the torch threads that built it (its wall time depends on them)."""
+    """A stage's info with the most torch threads it was built with (its wall time depends on
+    them; a stage in a worker gains threads when stages beside it finish)."""
     import torch
 
-    return {**(info or {}), "threads": torch.get_num_threads()}
+    threads = torch.get_num_threads() if _SHARE is None else max(_SHARE.most, _SHARE.threads)
+    return {**(info or {}), "threads": threads}
 
 
 # ------------------------------------------------------------------------------- the stages
