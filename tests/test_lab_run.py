@@ -105,11 +105,13 @@ def test_stages_built_when_training_hashed_the_test_set_are_reused(tmp_path):
     (old_dir / "stage.json").write_text(json.dumps({"wall_s": 1.5, "info": {"made": "before"}}))
     built = []
     stages = _Stages(tmp_path, "float32")
-    same = stages.run("corpus-base", {"world": world, "corpus": {"problems": 10}}, lambda p: built.append(p) or {},
-                      numeric=False)
+    stages.plan("corpus-base", {"world": world, "corpus": {"problems": 10}}, lambda p: built.append(p) or {},
+                numeric=False)
+    same = stages.build(1)["corpus-base"]
     assert same.cached and same.path == str(old_dir) and same.info == {"made": "before"} and not built
-    other = stages.run("corpus-base", {"world": world, "corpus": {"problems": 11}}, lambda p: built.append(p) or {},
-                       numeric=False)
+    stages.plan("corpus-base", {"world": world, "corpus": {"problems": 11}}, lambda p: built.append(p) or {},
+                numeric=False)
+    other = stages.build(1)["corpus-base"]
     assert not other.cached and built == [Path(other.path)] and other.path != str(old_dir)
 
 

@@ -181,13 +181,6 @@ class _Stages:
         info = _with_threads(build(path))
         return self._finish(name, key, path, info, time.perf_counter() - t0)
 
-    def run(self, name: str, spec: dict, build: Callable[[Path], dict], numeric: bool = True) -> StageRecord:
-        spec, key, path, record = self._locate(name, spec, numeric)
-        if record is None:
-            record = self._build_here(name, spec, key, path, build)
-        self.records.append(record)
-        return record
-
     def plan(self, name: str, spec: dict, function: Callable, args: tuple = (), needs: tuple = (),
              numeric: bool = True) -> "_Job":
         """Queue the stage ``name``, built by ``function(*args, path)`` (module-level, so that a
@@ -345,6 +338,10 @@ class _CoreShare:
             self.threads = threads
             self.most = max(self.most, threads)
 
+    def start_stage(self) -> None:
+        self.update()
+        self.most = self.threads
+
 
 _SHARE: _CoreShare | None = None  # set in worker processes
 
@@ -362,8 +359,7 @@ def _worker_setup(running) -> None:
 def _timed_build(function: Callable, args: tuple) -> tuple[dict, float]:
     t0 = time.perf_counter()
     if _SHARE is not None:
-        _SHARE.update()
-        _SHARE.most = _SHARE.threads
+        _SHARE.start_stage()
     info = _with_threads(function(*args))
     return info, time.perf_counter() - t0
 
@@ -373,7 +369,7 @@ def _with_threads(info: dict | None) -> dict:
     them; a stage in a worker gains threads when stages beside it finish)."""
     import torch
 
-    threads = torch.get_num_threads() if _SHARE is None else max(_SHARE.most, _SHARE.threads)
+    threads = torch.get_num_threads() if _SHARE is None else _SHARE.most
     return {**(info or {}), "threads": threads}
 
 
