@@ -24,7 +24,10 @@ reported, as wall-clock tokens per second.
 Each ``--dtypes`` format (default float32 and bfloat16) is timed on both sides, with the tiny
 engine's rate also given as a share of this machine's matmul peak in that format (measured first,
 a 2048^3 product; the model's FLOPs per token counted from its shape). Training throughput (next-
-token steps of a fresh model, batch 64 x 200 characters; ``--train-steps``) is timed per format.
+token steps of a fresh model, batches of 64 rows of ``--train-length`` characters: 100, about the
+padded width of the lab's pretraining batches, and 200; ``--train-steps``) is timed per format,
+and with ``--train-compile`` also with the forward compiled by ``torch.compile`` (its compilation
+not counted).
 ``--baseline-src DIR`` also times another rlbound's tiny engine and training in float32 in a
 subprocess, for side-by-side ratios in one run; ``--rounds R`` alternates the two R times and
 reports medians with the range of the per-round ratios (this machine's speed drifts by tens of
@@ -132,8 +135,10 @@ def flops_per_token(config, context: float) -> float:
     return 2 * weights + config.n_layers * 4 * d * context
 
 
-def time_training(model_config, dtype: str, steps: int, batch: int, length: int) -> float:
-    """Next-token training tokens/s of a fresh model on random ``length``-character texts."""
+def time_training(model_config, dtype: str, steps: int, batch: int, length: int, compile: bool = False) -> float:
+    """Next-token training tokens/s of a fresh model on random ``length``-character texts; with
+    ``compile``, of the compiled forward after its compilation (the difference between a 2-step
+    and a ``2 + steps``-step run, each compiling from inductor's warm cache)."""
     import inspect
     import random
 
@@ -144,10 +149,17 @@ def time_training(model_config, dtype: str, steps: int, batch: int, length: int)
     kw = {"dtype": dtype} if "dtype" in inspect.signature(train_next_token).parameters else {}
     if kw == {} and dtype != "float32":
         raise SystemExit(f"this rlbound has no training dtype (asked {dtype})")
+    if compile:
+        kw["compile"] = True
     train_next_token(model_config, texts, steps=2, batch_size=batch, warmup=1, **kw)  # warm-up
     t0 = time.perf_counter()
     train_next_token(model_config, texts, steps=steps, batch_size=batch, warmup=1, **kw)
-    return steps * batch * (length - 1) / (time.perf_counter() - t0)
+    elapsed = time.perf_counter() - t0
+    if compile:
+        t0 = time.perf_counter()
+        train_next_token(model_config, texts, steps=2, batch_size=batch, warmup=1, **kw)
+        elapsed, steps = elapsed - (time.perf_counter() - t0), steps - 2
+    return steps * batch * (length - 1) / elapsed
 
 
 def tiny_rates(model, dtypes, args) -> dict[str, float]:
@@ -165,8 +177,11 @@ def tiny_rates(model, dtypes, args) -> dict[str, float]:
                     engine = TinyEngine.from_model(cast, engine_tok, batch_size=batch)
                     t, n = time_tiny(engine, prompts, seeds, length, args.reps)
                     rates[f"{dtype} {workload} {batch} {length}"] = n / t
-        if args.train_steps:
-            rates[f"{dtype} train"] = time_training(model.config, dtype, args.train_steps, 64, 200)
+        for length in args.train_length if args.train_steps else ():
+            rates[f"{dtype} train {length}"] = time_training(model.config, dtype, args.train_steps, 64, length)
+            if getattr(args, "train_compile", False):
+                rates[f"{dtype} train {length} compiled"] = time_training(
+                    model.config, dtype, args.train_steps + 2, 64, length, compile=True)
     return rates
 
 
@@ -180,6 +195,10 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=2)
     ap.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"])
     ap.add_argument("--train-steps", type=int, default=6, help="training steps timed per dtype (0: none)")
+    ap.add_argument("--train-length", type=int, nargs="+", default=[100, 200],
+                    help="characters per training row (100: about the lab's padded pretraining batches)")
+    ap.add_argument("--train-compile", action="store_true",
+                    help="also time training with the forward compiled by torch.compile (after its compilation)")
     ap.add_argument("--baseline-src", type=Path,
                     help="the src/ folder of another rlbound (e.g. a git worktree of an older commit): "
                          "its tiny engine is timed in float32 in a subprocess, for ratios to it")
@@ -208,6 +227,7 @@ def main() -> None:
         if args.baseline_src:
             cmd = [sys.executable, __file__, "--tiny-only-json", "--threads", str(args.threads),
                    "--reps", str(args.reps), "--train-steps", str(args.train_steps), "--batch", *map(str, args.batch),
+                   "--train-length", *map(str, args.train_length),
                    "--length", *map(str, args.length), "--workload", *args.workload]
             if args.model:
                 cmd += ["--model", str(args.model)]
@@ -252,12 +272,16 @@ def main() -> None:
                           + (f" | {r_tiny / before:>6.2f}x{ratio_range(key, f'float32 {workload} {batch} {length}')}"
                              if before else ""), flush=True)
     for dtype in args.dtypes:
-        if f"{dtype} train" in rates:
-            r = rates[f"{dtype} train"]
-            share = 3 * r * flops_per_token(model.config, 100) / peaks[dtype]  # forward + backward ~ 3x
-            before = baseline.get("float32 train")
-            print(f"training {dtype:<9} {r:>10,.0f} tok/s | {100 * share:>5.1f}% of peak"
-                  + (f" | {r / before:.2f}x before{ratio_range(f'{dtype} train', 'float32 train')}" if before else ""))
+        for length, compiled in [(n, c) for n in (args.train_length if args.train_steps else ())
+                                 for c in ("", " compiled")]:
+            key, base_key = f"{dtype} train {length}{compiled}", f"float32 train {length}"
+            if key not in rates:
+                continue
+            r = rates[key]
+            share = 3 * r * flops_per_token(model.config, length / 2) / peaks[dtype]  # forward + backward ~ 3x
+            before = baseline.get(base_key)
+            print(f"training {dtype:<9} {length:>4} chars{compiled or '         '} {r:>10,.0f} tok/s | {100 * share:>5.1f}% of peak"
+                  + (f" | {r / before:.2f}x before{ratio_range(key, base_key)}" if before else ""))
 
 
 if __name__ == "__main__":

@@ -241,3 +241,43 @@ def test_a_stage_left_alone_in_a_worker_takes_up_the_cores_the_others_left(tmp_p
     built = stages.build(2)
     assert built["corpus-teacher"].info["threads"] == threads_per_worker(2)
     assert built["corpus-base"].info["threads"] == usable_cores()
+
+
+def _process_gone(pid: int) -> bool:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return True
+    return "\nState:\tZ" in status  # ended, not yet reaped by whoever adopted it
+
+
+WORKERS_OF_A_KILLED_LAB = """
+import os, sys, time
+from rlbound.lab.pipeline import _spawn_context, _worker_pool
+pool = _worker_pool(1, _spawn_context().RawValue("i", 0))
+worker = pool.submit(os.getpid).result()
+pool.submit(time.sleep, 300)  # a stage that would go on long after the lab process is gone
+print(worker, flush=True)
+time.sleep(300)
+"""
+
+
+def test_worker_processes_end_when_the_lab_process_is_killed():
+    """A lab process killed outright (SIGKILL: no shutdown runs) leaves no worker building on its
+    own; it would race the stage a resumed run builds in the same directory."""
+    import os
+    import signal
+    import time
+
+    lab = subprocess.Popen([sys.executable, "-c", WORKERS_OF_A_KILLED_LAB], stdout=subprocess.PIPE, text=True)
+    try:
+        worker = int(lab.stdout.readline())
+        assert not _process_gone(worker)
+        os.kill(lab.pid, signal.SIGKILL)
+        lab.wait(timeout=30)
+        deadline = time.monotonic() + 20
+        while not _process_gone(worker) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _process_gone(worker), "the worker outlived the lab process"
+    finally:
+        lab.kill()

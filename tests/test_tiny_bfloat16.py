@@ -130,3 +130,33 @@ def test_training_in_bfloat16_keeps_float32_weights_and_samples_rollouts_in_bflo
     trained, _ = load_model(result.model_dir)
     before, _ = load_model(tmp_path / "sft")
     assert any(not torch.equal(a, b) for a, b in zip(trained.parameters(), before.parameters()))
+
+
+@pytest.mark.parametrize("t", [5, 96, 300])
+def test_causal_attention_matches_the_fused_kernel_in_values_and_gradients(t):
+    """Short bfloat16 sequences take the explicit path (two matmuls around a float32 softmax),
+    long ones and float32 the fused kernel; either way the result and its gradients are torch's
+    causal attention, up to bfloat16 rounding."""
+    from rlbound.engines.tiny.model import EXPLICIT_ATTENTION_MAX_LEN, causal_attention
+
+    gen = torch.Generator().manual_seed(t)
+    base = [torch.randn(3, 2, t, 16, generator=gen) for _ in range(3)]
+    out_grad = torch.randn(3, 2, t, 16, generator=gen)
+
+    def run(fn, dtype):
+        leaves = [x.to(dtype).clone().requires_grad_() for x in base]
+        out = fn(*leaves)
+        out.float().backward(out_grad)
+        return out.float(), [x.grad.float() for x in leaves]
+
+    fused = lambda q, k, v: torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)  # noqa: E731
+    want, want_grads = run(fused, torch.float32)
+    got, got_grads = run(causal_attention, torch.bfloat16)
+    assert (t <= EXPLICIT_ATTENTION_MAX_LEN) == (t < 300)
+    assert torch.allclose(got, want, atol=3e-2, rtol=3e-2)
+    for g, w in zip(got_grads, want_grads):
+        assert torch.allclose(g, w, atol=5e-2, rtol=5e-2)
+    # the future never leaks in: the first position attends to itself alone
+    assert torch.allclose(got[:, :, 0], base[2][:, :, 0].to(torch.bfloat16).float(), atol=1e-2)
+    same, _ = run(causal_attention, torch.float32)
+    assert torch.allclose(same, want, atol=1e-5)

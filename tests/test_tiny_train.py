@@ -111,3 +111,26 @@ def test_training_problems_avoid_heldout_ones():
     # a space too small to avoid the held-out problems still yields n examples
     tiny_space = frozenset(p.prompt for p in arithmetic_task(n=3000, seed=0, difficulty=1).problems)
     assert len(arithmetic_examples(1, 50, seed=0, exclude_prompts=tiny_space)) == 50
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype", ["float32", "auto"])
+def test_compiled_training_follows_eager_training_and_is_recorded(tmp_path, dtype):
+    """torch.compile'd training (inductor, real C++ kernels) takes the steps eager training takes,
+    up to rounding, on batches of different widths (dynamic shapes), and the model records it."""
+    examples = arithmetic_examples(1, 120, seed=1)
+    kw = dict(steps=8, batch_size=16, lr=1e-2, warmup=2, seed=5, dtype=dtype)
+    eager = train_next_token(CFG, examples, **kw)
+    compiled = train_next_token(CFG, examples, compile=True, out_dir=tmp_path / "m", **kw)
+    tolerance = 1e-4 if dtype == "float32" else 3e-2  # bfloat16: fused and unfused roundings differ more
+    assert compiled.losses == pytest.approx(eager.losses, rel=tolerance)
+    assert compiled.losses[-1] < compiled.losses[0]
+    meta = json.loads((tmp_path / "m" / "config.json").read_text())["meta"]["training"]
+    assert meta["compiled"] is True
+
+
+def test_compiled_training_without_a_cxx_compiler_is_a_one_line_error(monkeypatch):
+    monkeypatch.setenv("PATH", "/nonexistent")
+    monkeypatch.delenv("CXX", raising=False)
+    with pytest.raises(RlboundError, match=r"compiled training needs a C\+\+ compiler .*install one"):
+        train_next_token(CFG, arithmetic_examples(1, 20, seed=1), steps=1, batch_size=4, compile=True)

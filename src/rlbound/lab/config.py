@@ -107,6 +107,9 @@ class TrainConfig(_Section):
     seed: int = knob(0, "Initialisation and data-order seed.")
     init: str = knob("scratch", "Start from 'scratch' (random weights) or from the trained 'base' model "
                                 "(teacher only: continued pretraining on its own corpus).")
+    compile: bool = knob(True, "Compile the forward pass with torch.compile (needs a C++ compiler): in bfloat16 "
+                               "about 1.8x the eager steps/s after a 20-50 s compilation (600 steps: 1.3x, the "
+                               "compilation included), so it pays from a few hundred steps. Rounding differs from eager.")
 
 
 @dataclass(frozen=True)
@@ -223,8 +226,8 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "world": {"test_problems": 10},
         "base_corpus": {"problems": 1500},
         "teacher_corpus": {"problems": 1500},
-        "pretrain": {"steps": 180, "checkpoint_every": 60},
-        "teacher_pretrain": {"steps": 60, "checkpoint_every": 30},
+        "pretrain": {"steps": 180, "checkpoint_every": 60, "compile": False},
+        "teacher_pretrain": {"steps": 60, "checkpoint_every": 30, "compile": False},
         "distill": {"problems": 100, "samples": 4, "steps": 20},
         "self_train": {"problems": 100, "samples": 4, "steps": 20},
         "rl": {"algorithms": ["grpo"], "families": ["programs"], "problems": 100, "steps": 20, "group_size": 4, "lr": 3e-4,

@@ -293,7 +293,7 @@ def _worker_pool(processes: int, running) -> ProcessPoolExecutor:
     """``processes`` spawned workers sharing the cores by ``running``, the count of stages
     running in them (a ``RawValue`` of :func:`_spawn_context`, kept by the caller)."""
     return ProcessPoolExecutor(processes, mp_context=_spawn_context(), initializer=_worker_setup,
-                               initargs=(running,))
+                               initargs=(running, os.getpid()))
 
 
 def _spawn_context():
@@ -346,10 +346,28 @@ class _CoreShare:
 _SHARE: _CoreShare | None = None  # set in worker processes
 
 
-def _worker_setup(running) -> None:
+PARENT_CHECK_S = 1.0
+"""How often a worker checks that the lab process that started it is still there."""
+
+
+def _exit_with_parent(parent: int) -> None:
+    """End this worker process once ``parent`` is gone (killed, not shut down): a stage left
+    building on its own would race the stage a resumed run builds in the same directory."""
+    import threading
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_CHECK_S)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="rlbound-lab-parent", daemon=True).start()
+
+
+def _worker_setup(running, parent: int) -> None:
     global _SHARE
     from rlbound.progress import set_heartbeat, set_quiet
 
+    _exit_with_parent(parent)
     set_quiet(True)  # the parent draws one bar for all the stages
     _SHARE = _CoreShare(running, usable_cores())
     _SHARE.update()
@@ -420,7 +438,7 @@ def _pretrain(config: LabConfig, which: str, corpus_dir: str, start: str | None,
         start or TinyConfig(**config.model.shape()), pairs, steps=train.steps, batch_size=train.batch_size, lr=train.lr,
         warmup=train.warmup, seed=train.seed, out_dir=path / "model",
         checkpoint_dir=path / "checkpoint", checkpoint_every=train.checkpoint_every,
-        description=which.replace("_", " "), dtype=config.model.dtype,
+        description=which.replace("_", " "), dtype=config.model.dtype, compile=train.compile,
     )
     shutil.rmtree(path / "checkpoint", ignore_errors=True)
     tokens = trained_tokens(pairs, train.batch_size, result.steps)

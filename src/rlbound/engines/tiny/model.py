@@ -200,6 +200,30 @@ def _softmax(scores: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return torch.softmax(scores, dim=-1, dtype=torch.float32).to(dtype)
 
 
+EXPLICIT_ATTENTION_MAX_LEN = 192
+"""Longest bfloat16 sequence whose causal attention is computed as two matmuls around a float32
+softmax rather than by torch's fused kernel: on CPU the fused (flash) kernel's backward pass in
+bfloat16 made a training step 1.3-1.5x slower at 96-160 tokens, and faster from 256 on (measured
+with bench/bench_tiny_vs_hf.py's training workload)."""
+
+
+def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Causal self-attention of ``[b, heads, t, head_dim]`` queries, keys and values (no cache).
+
+    In float32, and for long bfloat16 sequences, torch's fused kernel; short bfloat16 sequences
+    (the lab's training batches) take the explicit form (see :data:`EXPLICIT_ATTENTION_MAX_LEN`):
+    scores and softmax in float32, as the fused kernel keeps them (no slower here than scores
+    rounded to bfloat16), the probabilities times the values in bfloat16."""
+    t = q.shape[2]
+    if v.dtype != torch.bfloat16 or t > EXPLICIT_ATTENTION_MAX_LEN:  # (under autocast RoPE makes q, k float32)
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    future = torch.full((t, t), float("-inf"), device=q.device).triu_(1)  # additive: no mask in backward
+    with torch.autocast(q.device.type, enabled=False):  # scores in float32, as the fused kernel keeps them
+        scores = torch.matmul(q.float(), k.float().transpose(-1, -2)) * q.shape[-1] ** -0.5 + future
+        probs = _softmax(scores, v.dtype)
+    return torch.matmul(probs, v)
+
+
 def _swap_halves(x: torch.Tensor) -> torch.Tensor:
     half = x.shape[-1] // 2
     return torch.cat((x[..., half:], x[..., :half]), dim=-1)
@@ -239,7 +263,7 @@ class Block(nn.Module):
         qk = qkv[:2] * cos + _swap_halves(qkv[:2]) * sin
         q, k, v = qk[0], qk[1], qkv[2]  # [b, heads, t, head_dim]
         if layer_kv is None:
-            att = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            att = causal_attention(q, k, v)
         elif isinstance(mask, DecodeBias):
             att = self._decode_attention(q, k, v, layer_kv, start, mask)
         else:

@@ -114,6 +114,7 @@ def train_next_token(
     checkpoint_dir: str | Path | None = None,
     checkpoint_every: int = 0,
     dtype: str = "float32",
+    compile: bool = False,
 ) -> TrainResult:
     """Fit ``model`` on ``examples`` by next-token prediction; return it with its loss curve.
 
@@ -133,6 +134,7 @@ def train_next_token(
 
     ``dtype``: the format of the matrix products (``auto``: bfloat16 where the CPU computes it
     natively, see :mod:`rlbound.engines.precision`); weights and optimizer state stay float32.
+    ``compile``: the forward pass compiled by ``torch.compile`` (:func:`rlbound.train.sft.compiled`).
     """
     compute_dtype = resolve_dtype(dtype, "cpu", what="training dtype")
     if steps < 1 or batch_size < 1:
@@ -164,14 +166,14 @@ def train_next_token(
         grad_clip=grad_clip, min_lr_ratio=min_lr_ratio, betas=betas, seed=seed, state=state,
         stop_at=stop_at, description=description, checkpoint_every=checkpoint_every,
         checkpoint=(lambda st: _save_checkpoint(checkpoint_dir, model, tokenizer, st))
-        if checkpoint_dir is not None else None, compute_dtype=compute_dtype,
+        if checkpoint_dir is not None else None, compute_dtype=compute_dtype, compile_forward=compile,
     )
     result = TrainResult(model, tokenizer, losses=fit.losses, steps=fit.steps, wall_s=fit.wall_s,
                          model_dir=label)
     if out_dir is not None:
         meta = {"trained_steps": fit.steps, "schedule_steps": steps, "batch_size": batch_size,
                 "lr": lr, "warmup": warmup, "seed": seed, "final_loss": result.final_loss,
-                "dtype": dtype_name(compute_dtype)}
+                "dtype": dtype_name(compute_dtype), "compiled": compile}
         save_model(model, tokenizer, out_dir, extra={"training": meta})
         if save_state:
             save_training_state(out_dir, fit.state)
