@@ -129,6 +129,18 @@ def test_compiled_training_follows_eager_training_and_is_recorded(tmp_path, dtyp
     assert meta["compiled"] is True
 
 
+@pytest.mark.slow
+def test_compiled_training_with_two_threads_reproduces_per_seed():
+    """Two compiled runs of one seed take the same steps, with two threads (where inductor's
+    parallel kernels could add in any order)."""
+    torch.set_num_threads(2)
+    examples = arithmetic_examples(2, 400, seed=2)
+    shape = TinyConfig(d_model=64, n_layers=2, n_heads=2, d_ff=128, max_seq_len=80)
+    runs = [train_next_token(shape, examples, steps=20, batch_size=64, lr=3e-3, warmup=2, seed=7,
+                             dtype="auto", compile=True).losses for _ in range(2)]
+    assert runs[0] == runs[1]
+
+
 def test_compiled_training_without_a_cxx_compiler_is_a_one_line_error(monkeypatch):
     monkeypatch.setenv("PATH", "/nonexistent")
     monkeypatch.delenv("CXX", raising=False)

@@ -28,8 +28,9 @@ import math
 import os
 import shutil
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -95,6 +96,20 @@ def compiled(forward: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch
                            "torch.compile: install one (e.g. apt install g++) or turn compiling off (lab: "
                            "pretrain.compile = false, teacher_pretrain.compile = false)")
     return torch.compile(forward, dynamic=True)
+
+
+@contextmanager
+def _deterministic(enabled: bool) -> Iterator[None]:
+    """torch's deterministic algorithms on, while ``enabled`` (compiled training): inductor's
+    backward of the embedding otherwise adds rows with parallel atomics, in a different order each
+    run, and two runs of the same seed drift apart."""
+    before = torch.are_deterministic_algorithms_enabled()
+    if enabled:
+        torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before)
 
 
 @dataclass
@@ -176,7 +191,7 @@ def fit_sft(
     fit = SFTFit()
     t0 = time.perf_counter()
     ema = None
-    with progress(description, total=end_step, unit="steps") as bar:
+    with progress(description, total=end_step, unit="steps") as bar, _deterministic(compile_forward):
         bar.advance(start_step)
         for step in range(start_step, end_step):
             if len(order) < batch_size:  # reshuffle: each epoch sees every example once
