@@ -139,6 +139,7 @@ def time_training(model_config, dtype: str, steps: int, batch: int, length: int,
     """Next-token training tokens/s of a fresh model on random ``length``-character texts; with
     ``compile``, of the compiled forward after its compilation (the difference between a 2-step
     and a ``2 + steps``-step run, each compiling from inductor's warm cache)."""
+    warm_up = 2 if compile else 0  # steps of the timed run that only offset its compilation
     import inspect
     import random
 
@@ -153,12 +154,12 @@ def time_training(model_config, dtype: str, steps: int, batch: int, length: int,
         kw["compile"] = True
     train_next_token(model_config, texts, steps=2, batch_size=batch, warmup=1, **kw)  # warm-up
     t0 = time.perf_counter()
-    train_next_token(model_config, texts, steps=steps, batch_size=batch, warmup=1, **kw)
+    train_next_token(model_config, texts, steps=warm_up + steps, batch_size=batch, warmup=1, **kw)
     elapsed = time.perf_counter() - t0
     if compile:
         t0 = time.perf_counter()
-        train_next_token(model_config, texts, steps=2, batch_size=batch, warmup=1, **kw)
-        elapsed, steps = elapsed - (time.perf_counter() - t0), steps - 2
+        train_next_token(model_config, texts, steps=warm_up, batch_size=batch, warmup=1, **kw)
+        elapsed -= time.perf_counter() - t0
     return steps * batch * (length - 1) / elapsed
 
 
@@ -179,9 +180,9 @@ def tiny_rates(model, dtypes, args) -> dict[str, float]:
                     rates[f"{dtype} {workload} {batch} {length}"] = n / t
         for length in args.train_length if args.train_steps else ():
             rates[f"{dtype} train {length}"] = time_training(model.config, dtype, args.train_steps, 64, length)
-            if getattr(args, "train_compile", False):
+            if args.train_compile:
                 rates[f"{dtype} train {length} compiled"] = time_training(
-                    model.config, dtype, args.train_steps + 2, 64, length, compile=True)
+                    model.config, dtype, args.train_steps, 64, length, compile=True)
     return rates
 
 

@@ -88,8 +88,9 @@ def compiled(forward: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch
     width share one compilation). Inductor writes and builds C++ kernels on CPU: a C++ compiler
     must be installed (checked here, one-line error). The compiled forward fuses the elementwise
     work around the matmuls; on the lab's tiny models in bfloat16 it trained about 1.8x faster
-    than eager after a 20-45 s compilation (bench/bench_tiny_vs_hf.py ``--train-compile``), so it
-    pays for runs of a few hundred steps and more. Its rounding differs from eager's."""
+    than eager after a 20-50 s compilation (bench/bench_tiny_vs_hf.py ``--train-compile``), so it
+    pays for runs of a few hundred steps and more. Its rounding differs from eager's; :func:`fit_sft`
+    trains it with torch's deterministic algorithms on, so that runs of one seed reproduce."""
     compiler = os.environ.get("CXX") or "c++"
     if shutil.which(compiler) is None and shutil.which("g++") is None:
         raise RlboundError(f"compiled training needs a C++ compiler ({compiler} or g++ on PATH) for "
@@ -103,13 +104,15 @@ def _deterministic(enabled: bool) -> Iterator[None]:
     """torch's deterministic algorithms on, while ``enabled`` (compiled training): inductor's
     backward of the embedding otherwise adds rows with parallel atomics, in a different order each
     run, and two runs of the same seed drift apart."""
-    before = torch.are_deterministic_algorithms_enabled()
-    if enabled:
-        torch.use_deterministic_algorithms(True)
+    if not enabled:
+        yield
+        return
+    before = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True)
     try:
         yield
     finally:
-        torch.use_deterministic_algorithms(before)
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
 
 
 @dataclass
