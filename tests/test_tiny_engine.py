@@ -359,7 +359,7 @@ def test_bad_model_dirs_and_options(tmp_path, model_dir):
     (tmp_path / "hf" / "config.json").write_text('{"model_type": "llama"}')
     with pytest.raises(RlboundError, match="not a tiny model"):
         load_engine("tiny", str(tmp_path / "hf"))
-    with pytest.raises(RlboundError, match=r"engine 'tiny' has no option 'temperatur' \(it accepts: batch_size, device, dtype\)"):
+    with pytest.raises(RlboundError, match=r"engine 'tiny' has no option 'temperatur' \(it accepts: batch_size, decode, device, dtype\)"):
         load_engine("tiny", str(model_dir), temperatur=1.0)
     eng = load_engine("tiny", str(model_dir))
     with pytest.raises(RlboundError, match="not in its vocabulary"):

@@ -25,6 +25,11 @@ Conventions (documented in :class:`~rlbound.engines.base.Sample` terms):
 * ``score(prompt, completion)`` returns one entry per completion character (no EOS), equal up to
   float rounding to what ``generate`` reported for the same tokens.
 
+Decoding steps run the fused CPU kernels of :mod:`rlbound.engines.tiny.kernels` where they build
+(``decode="auto"``, the default; ``"fused"`` requires them, ``"eager"`` uses the model's torch
+operations); the KV cache of the rows' own tokens is then in the weights' format, allocated whole
+at the start (the kernels never read a column before it is written).
+
 Threads: the engine uses torch's process-wide thread setting. On an idle 2-core machine two
 threads decode a 256-sample batch about 1.5x faster than one; but while another process keeps a
 core busy, two OpenMP threads run several times *slower* than one (barrier waits), so on a
@@ -56,6 +61,7 @@ from rlbound.engines.base import (
 from rlbound.engines.precision import dtype_name, resolve_dtype
 from rlbound.engines.sampling import logprobs_and_entropies, sample_next
 from rlbound.engines.tiny.checkpoint import WEIGHTS_FILE, load_model
+from rlbound.engines.tiny.kernels import fused_kernels, resolve_decode
 from rlbound.engines.tiny.model import KVCache, TinyLlama
 from rlbound.engines.tiny.tokenizer import CharTokenizer
 from rlbound.errors import RlboundError
@@ -65,9 +71,12 @@ _STOP_EOS, _STOP_STRING, _LENGTH = 1, 2, 3
 COMPACT_BELOW = 0.75
 """Drop finished rows from the cache once at most this fraction of its rows is still running."""
 KV_CACHE_DTYPE = torch.float32
-"""The cache's format whatever the weights': attention during decoding is a batch of
-matrix-vector products, which on CPU run faster in float32 than in bfloat16 (measured in
-bench/bench_tiny_vs_hf.py); the projections around it run in the weights' format."""
+"""The cache's format in eager decoding and prefill, whatever the weights': eager attention
+during decoding is a batch of matrix-vector products, which on CPU run faster in float32 than in
+bfloat16 (measured in bench/bench_tiny_vs_hf.py); the projections around it run in the weights'
+format. Fused decoding (:mod:`rlbound.engines.tiny.kernels`) keeps the rows' own columns in the
+weights' format instead (bfloat16 halves the memory its attention reads; the keys and values are
+bfloat16 numbers either way) and the prompt's in float32."""
 DEFER_BELOW = 1 / 16
 """A batch with more rows to come stops once at most this fraction of ``batch_size`` rows is still
 running; those stragglers are sampled again from the start, all together, after the other rows.
@@ -96,29 +105,33 @@ class TinyEngine(Engine):
 
     name = "tiny"
 
-    def __init__(self, model_dir: str, batch_size: int = 256, device: str = "cpu", dtype: str = "auto", **kw):
-        check_engine_options("tiny", kw, ("batch_size", "device", "dtype"))
+    def __init__(self, model_dir: str, batch_size: int = 256, device: str = "cpu", dtype: str = "auto",
+                 decode: str = "auto", **kw):
+        check_engine_options("tiny", kw, ("batch_size", "device", "dtype", "decode"))
         if batch_size < 1:
             raise RlboundError(f"tiny engine: batch_size must be >= 1, got {batch_size}")
         chosen = resolve_dtype(dtype, device, what="tiny engine: dtype")
+        mode = resolve_decode(decode, torch.device(device))
         model, tokenizer = load_model(model_dir, device=device)
-        self._setup(model.to(chosen), tokenizer, str(model_dir), batch_size, device)
+        self._setup(model.to(chosen), tokenizer, str(model_dir), batch_size, device, mode)
 
     @classmethod
     def from_model(cls, model: TinyLlama, tokenizer: CharTokenizer, batch_size: int = 256,
-                   label: str = "<in-memory tiny model>") -> "TinyEngine":
+                   label: str = "<in-memory tiny model>", decode: str = "auto") -> "TinyEngine":
         """An engine over a model already in memory, in its own format (used during training; no
         copy is made)."""
         engine = cls.__new__(cls)
         device = str(next(model.parameters()).device)
-        engine._setup(model, tokenizer, label, batch_size, device)
+        engine._setup(model, tokenizer, label, batch_size, device, resolve_decode(decode, torch.device(device)))
         return engine
 
-    def _setup(self, model, tokenizer, model_dir, batch_size, device) -> None:
+    def _setup(self, model, tokenizer, model_dir, batch_size, device, decode: str) -> None:
         self.model, self.tokenizer = model, tokenizer
         self.model_dir, self.batch_size, self.device = model_dir, batch_size, torch.device(device)
         self.config = model.config
         self.dtype = next(model.parameters()).dtype
+        self.decode = decode
+        self._kernels = fused_kernels() if decode == "fused" else None
         self._weights_digest: str | None = None
 
     # -- generate ------------------------------------------------------------------------------
@@ -195,12 +208,16 @@ class TinyEngine(Engine):
         logits = model(ids, positions=positions, cache=prefill, key_valid=valid, last_only=True)
         logits = logits.index_select(0, row_prompt)
         key_valid = None
+        # the fused kernels read the cache in the weights' format (bfloat16 halves its traffic)
+        cache_dtype = self.dtype if self.decode == "fused" else KV_CACHE_DTYPE
         if len(prompt_ids) <= SHARED_PREFIX_MAX_PROMPTS:  # rows attend their prompt's one copy
-            cache = KVCache.with_shared_prefix(prefill, valid, row_prompt, max_new)
+            cache = KVCache.with_shared_prefix(prefill, valid, row_prompt, max_new, cache_dtype)
         else:  # each row gets its own copy of its prompt's keys/values
-            cache = prefill.expanded(row_prompt, width + max_new)
+            cache = prefill.expanded(row_prompt, width + max_new, cache_dtype)
             key_valid = torch.ones((n_rows, width + max_new), dtype=torch.bool, device=dev)
             key_valid[:, :width] = valid.index_select(0, row_prompt)
+        if self._kernels is not None:
+            cache.allocate_all()
         del prefill
         pos = row_len.clone()
 
@@ -254,8 +271,11 @@ class TinyEngine(Engine):
                 key_valid = None if key_valid is None else key_valid[keep]
                 seeds_cur = all_seeds[rows.cpu().numpy()]
                 alive = alive[keep]
-            logits = model(chosen[:, None], positions=pos[:, None], cache=cache,
-                           key_valid=key_valid, last_only=True)
+            if self._kernels is not None:
+                logits = model.decode_step(chosen, pos, cache, key_valid, self._kernels)
+            else:
+                logits = model(chosen[:, None], positions=pos[:, None], cache=cache,
+                               key_valid=key_valid, last_only=True)
             pos = (pos + 1).clamp_(max=cfg.max_seq_len - 1)
 
         return self._collect(out_tok, out_lp, out_ent, n_gen, finish, stop_cut), set()
@@ -337,6 +357,7 @@ class TinyEngine(Engine):
             "batch_size": self.batch_size,
             "device": str(self.device),
             "dtype": dtype_name(self.dtype),
+            "decode": self.decode,
         }
         if self._weights_digest is None:
             weights = Path(self.model_dir) / WEIGHTS_FILE

@@ -7,7 +7,7 @@ from it. Two layout differences, undone by the export: the query/key/value proje
 fused ``qkv`` matrix and the gate/up projections one fused ``gate_up`` matrix (fewer, larger
 matmuls are what make small-batch CPU decoding fast).
 
-The forward pass has two modes:
+The forward pass has two modes, and decoding a third:
 
 * ``model(ids)``: full causal attention over a right-padded batch (training, scoring);
 * ``model(ids, positions=..., cache=..., key_valid=...)``: writes keys/values into a
@@ -15,7 +15,9 @@ The forward pass has two modes:
   per-row mask of valid key columns (left padding) and per-row positions. Prefill and one-token
   decode steps are both this call. A cache may also carry a *shared prefix*: the keys/values of a
   few prompts, each attended by all the rows (samples) that continue it, without copying them
-  per row (:meth:`KVCache.with_shared_prefix`).
+  per row (:meth:`KVCache.with_shared_prefix`);
+* :meth:`TinyLlama.decode_step`: that one-token step with the fused CPU kernels of
+  :mod:`rlbound.engines.tiny.kernels` (inference only).
 
 Formats: the weights and the cache may be float32 or bfloat16 (``model.to(torch.bfloat16)``, or
 float32 weights under ``torch.autocast`` for training); attention probabilities, the final norm and
@@ -112,22 +114,26 @@ class KVCache:
 
     @classmethod
     def with_shared_prefix(cls, prefix: "KVCache", prefix_valid: torch.Tensor,
-                           row_prompt: torch.Tensor, capacity: int) -> "KVCache":
+                           row_prompt: torch.Tensor, capacity: int, dtype=None) -> "KVCache":
         """A cache for ``len(row_prompt)`` rows whose row ``i`` continues prompt
         ``row_prompt[i]`` of the filled ``prefix`` cache (one row per prompt, left-padded, pad
-        columns ``False`` in ``prefix_valid``); ``capacity`` columns for the rows' own tokens."""
+        columns ``False`` in ``prefix_valid``); ``capacity`` columns for the rows' own tokens, in
+        ``dtype`` (default the prefix's). The prefix keeps its own format (every row reads it:
+        the fused kernels read it in float32 without a conversion per row)."""
         new = cls.__new__(cls)
         n = prefix.length
+        dtype = dtype or prefix.k.dtype
         shape = list(prefix.k.shape)
         shape[1], shape[3] = len(row_prompt), 0
-        new.k = prefix.k.new_zeros(shape)
+        new.k = prefix.k.new_zeros(shape, dtype=dtype)
         new.v = torch.zeros_like(new.k)
         new.capacity, new.length = capacity, 0
-        new.prefix_k, new.prefix_v = prefix.k[:, :, :, :n], prefix.v[:, :, :, :n]
+        new.prefix_k = prefix.k[:, :, :, :n].contiguous()
+        new.prefix_v = prefix.v[:, :, :, :n].contiguous()
         new.prefix_valid, new.row_prompt = prefix_valid[:, :n], row_prompt
         new.prefix_bias = None
         if not bool(new.prefix_valid.all()):
-            new.prefix_bias = torch.zeros(new.prefix_valid.shape, dtype=new.k.dtype, device=new.k.device)
+            new.prefix_bias = torch.zeros(new.prefix_valid.shape, dtype=new.prefix_k.dtype, device=new.k.device)
             new.prefix_bias.masked_fill_(~new.prefix_valid, float("-inf"))
         return new
 
@@ -156,19 +162,42 @@ class KVCache:
         wider[:, :, :, : self.length] = data[:, :, :, : self.length]
         return wider
 
+    def allocate_all(self) -> None:
+        """Allocate every column now, those not yet written left uninitialised: for readers that
+        never look past the written columns (the fused decoding kernels), which then pay for no
+        growing copies and no zero-filling."""
+        shape = list(self.k.shape)
+        shape[3] = self.capacity
+        for name in ("k", "v"):
+            data = getattr(self, name)
+            full = data.new_empty(shape)
+            full[:, :, :, : self.length] = data[:, :, :, : self.length]
+            setattr(self, name, full)
+        self._unwritten_unread = True
+
     def select_rows(self, rows: torch.Tensor) -> None:
         """Keep only ``rows`` (a 1-D index tensor), in that order (drops finished samples)."""
-        self.k = self.k.index_select(1, rows)
-        self.v = self.v.index_select(1, rows)
+        if getattr(self, "_unwritten_unread", False):  # copy the written columns only
+            for name in ("k", "v"):
+                data = getattr(self, name)
+                shape = list(data.shape)
+                shape[1] = len(rows)
+                kept = data.new_empty(shape)
+                torch.index_select(data[:, :, :, : self.length], 1, rows, out=kept[:, :, :, : self.length])
+                setattr(self, name, kept)
+        else:
+            self.k = self.k.index_select(1, rows)
+            self.v = self.v.index_select(1, rows)
         if self.row_prompt is not None:
             self.row_prompt = self.row_prompt.index_select(0, rows)
 
-    def expanded(self, rows: torch.Tensor, capacity: int) -> "KVCache":
-        """A new cache of ``capacity`` columns whose row ``i`` copies this cache's ``rows[i]``."""
+    def expanded(self, rows: torch.Tensor, capacity: int, dtype=None) -> "KVCache":
+        """A new cache of ``capacity`` columns whose row ``i`` copies this cache's ``rows[i]``
+        (in ``dtype``, default this cache's)."""
         new = KVCache.__new__(KVCache)
         n = self.length
-        new.k = self.k[:, :, :, :n].index_select(1, rows)
-        new.v = self.v[:, :, :, :n].index_select(1, rows)
+        new.k = self.k[:, :, :, :n].index_select(1, rows).to(dtype or self.k.dtype)
+        new.v = self.v[:, :, :, :n].index_select(1, rows).to(dtype or self.k.dtype)
         new.capacity, new.length = capacity, n
         new.prefix_k = new.prefix_v = new.prefix_valid = new.row_prompt = new.prefix_bias = None
         return new
@@ -393,6 +422,38 @@ class TinyLlama(nn.Module):
         if cache.prefix_bias is not None:
             prefix = cache.prefix_bias.index_select(0, cache.row_prompt).unsqueeze(1)
         return DecodeBias(own, prefix)
+
+    def decode_step(self, ids: torch.Tensor, positions: torch.Tensor, cache: KVCache,
+                    key_valid: torch.Tensor | None, kernels) -> torch.Tensor:
+        """Float32 logits ``[batch, vocab]`` of one new token per row (``ids``, ``positions``:
+        ``[batch]``), the same step as ``model(ids[:, None], positions[:, None], cache, key_valid,
+        last_only=True)`` computed with the fused CPU ``kernels``
+        (:func:`rlbound.engines.tiny.kernels.fused_kernels`): per layer two RMSNorms, the
+        attention and the SwiGLU gate are one kernel call each, the residual adds go into the
+        matmuls (``addmm``). Inference only (no autograd)."""
+        start = cache.length
+        if int(positions.max()) >= self.config.max_seq_len:
+            raise RlboundError(
+                f"tiny model: position {int(positions.max())} is beyond max_seq_len {self.config.max_seq_len}"
+            )
+        cache.reserve(start + 1)
+        cos = self.rope_cos[positions].float()  # [batch, head_dim]
+        sin = self.rope_sin[positions].float()
+        prefix_bias = None if cache.prefix_bias is None else cache.prefix_bias.float()
+        x = self.embed(ids)
+        for i, layer in enumerate(self.layers):
+            prefix_k = prefix_v = None
+            if cache.prefix_k is not None:
+                prefix_k, prefix_v = cache.prefix_k[i], cache.prefix_v[i]
+            qkv = F.linear(kernels.rms_norm(x, layer.attn_norm, layer.eps), layer.qkv.weight)
+            att = kernels.decode_attention(qkv, cos, sin, cache.k[i], cache.v[i], start, key_valid,
+                                           prefix_k, prefix_v, cache.row_prompt, prefix_bias)
+            x = torch.addmm(x, att, layer.o.weight.t())
+            gate_up = F.linear(kernels.rms_norm(x, layer.mlp_norm, layer.eps), layer.gate_up.weight)
+            x = torch.addmm(x, kernels.silu_mul(gate_up), layer.down.weight.t())
+        cache.length = start + 1
+        x = kernels.rms_norm(x.float(), self.norm.float(), self.config.rms_norm_eps)
+        return F.linear(x, self.output_weight().float())
 
     def forward(
         self,

@@ -1,0 +1,424 @@
+// Fused CPU kernels of the tiny model's decoding step (one new token per row), built on first use
+// by rlbound.engines.tiny.kernels. What they replace, per layer, is a few dozen small torch
+// operations whose fixed cost dominated a CPU decoding step: RMSNorm, SwiGLU's gate, and all of
+// attention (rotary embedding of q and k, the cache write, scores over a shared prompt prefix and
+// the row's own columns, float32 softmax, the weighted sum of values). The matmuls stay torch's.
+//
+// Formats: activations float32 or bfloat16 (the weights' format); the cache float32 or bfloat16;
+// every sum, the softmax and the norms in float32. Rows and heads are independent tasks spread
+// over torch's intra-op threads (at::parallel_for), so results do not depend on the thread count.
+
+#include <torch/extension.h>
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+#include <ATen/Parallel.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <algorithm>
+#include <vector>
+
+namespace {
+
+using bf16 = c10::BFloat16;
+
+// ---- 16 floats at a time: AVX-512 where the compiler targets it, plain loops elsewhere --------
+// Loads and stores take a count n <= 16 (the tail of a row); bfloat16 is read by widening and
+// written rounded to nearest even, as torch rounds.
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
+struct F16 {
+    __m512 v;
+};
+inline __mmask16 lanes(int64_t n) { return n >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << n) - 1); }
+inline F16 splat(float x) { return {_mm512_set1_ps(x)}; }
+inline F16 load(const float* p, int64_t n) { return {_mm512_maskz_loadu_ps(lanes(n), p)}; }
+inline F16 load(const bf16* p, int64_t n) {
+    __m256i raw = _mm256_maskz_loadu_epi16(lanes(n), p);
+    return {_mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(raw), 16))};
+}
+inline __m512i bf16_bits(F16 x) {  // round to nearest even, as the upper 16 bits of each lane
+    __m512i u = _mm512_castps_si512(x.v);
+    __m512i odd = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+    return _mm512_srli_epi32(_mm512_add_epi32(u, _mm512_add_epi32(odd, _mm512_set1_epi32(0x7FFF))), 16);
+}
+inline void store(float* p, F16 x, int64_t n) { _mm512_mask_storeu_ps(p, lanes(n), x.v); }
+inline void store(bf16* p, F16 x, int64_t n) {
+    _mm256_mask_storeu_epi16(p, lanes(n), _mm512_cvtepi32_epi16(bf16_bits(x)));
+}
+inline F16 round_bf16(F16 x) { return {_mm512_castsi512_ps(_mm512_slli_epi32(bf16_bits(x), 16))}; }
+inline F16 operator+(F16 a, F16 b) { return {_mm512_add_ps(a.v, b.v)}; }
+inline F16 operator*(F16 a, F16 b) { return {_mm512_mul_ps(a.v, b.v)}; }
+inline F16 fma(F16 a, F16 b, F16 c) { return {_mm512_fmadd_ps(a.v, b.v, c.v)}; }
+inline F16 max(F16 a, F16 b) { return {_mm512_max_ps(a.v, b.v)}; }
+inline float sum(F16 a) { return _mm512_reduce_add_ps(a.v); }
+inline F16 div(F16 a, F16 b) { return {_mm512_div_ps(a.v, b.v)}; }
+// exp: 2^k * p(r), x = k ln2 + r, |r| <= ln2 / 2, p of degree 6 (about 1 ulp); -inf gives 0
+inline F16 exp(F16 x) {
+    __m512 xc = _mm512_max_ps(x.v, _mm512_set1_ps(-104.f));
+    xc = _mm512_min_ps(xc, _mm512_set1_ps(88.7f));
+    __m512 k = _mm512_roundscale_ps(_mm512_mul_ps(xc, _mm512_set1_ps(1.44269504088896341f)),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(k, _mm512_set1_ps(0.693359375f), xc);
+    r = _mm512_fnmadd_ps(k, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+    p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.f)));
+    __m512 out = _mm512_scalef_ps(p, k);
+    return {_mm512_mask_blend_ps(_mm512_cmp_ps_mask(x.v, _mm512_set1_ps(-104.f), _CMP_LT_OQ), out,
+                                 _mm512_setzero_ps())};
+}
+#else
+struct F16 {
+    float v[16];
+};
+inline F16 splat(float x) { F16 o; for (int i = 0; i < 16; ++i) o.v[i] = x; return o; }
+inline float widen(float x) { return x; }
+inline float widen(bf16 x) {
+    uint32_t bits = static_cast<uint32_t>(x.x) << 16;
+    float out;
+    std::memcpy(&out, &bits, sizeof(out));
+    return out;
+}
+template <typename T> inline F16 load(const T* p, int64_t n) {
+    F16 o = splat(0.f);
+    for (int64_t i = 0; i < n && i < 16; ++i) o.v[i] = widen(p[i]);
+    return o;
+}
+inline void store(float* p, F16 x, int64_t n) { for (int64_t i = 0; i < n && i < 16; ++i) p[i] = x.v[i]; }
+inline void store(bf16* p, F16 x, int64_t n) { for (int64_t i = 0; i < n && i < 16; ++i) p[i] = bf16(x.v[i]); }
+inline F16 round_bf16(F16 x) { for (float& f : x.v) f = static_cast<float>(bf16(f)); return x; }
+#define RLBOUND_LANES(expr) F16 o; for (int i = 0; i < 16; ++i) o.v[i] = (expr); return o
+inline F16 operator+(F16 a, F16 b) { RLBOUND_LANES(a.v[i] + b.v[i]); }
+inline F16 operator*(F16 a, F16 b) { RLBOUND_LANES(a.v[i] * b.v[i]); }
+inline F16 fma(F16 a, F16 b, F16 c) { RLBOUND_LANES(std::fma(a.v[i], b.v[i], c.v[i])); }
+inline F16 max(F16 a, F16 b) { RLBOUND_LANES(std::max(a.v[i], b.v[i])); }
+inline F16 div(F16 a, F16 b) { RLBOUND_LANES(a.v[i] / b.v[i]); }
+inline F16 exp(F16 x) { RLBOUND_LANES(std::exp(x.v[i])); }
+#undef RLBOUND_LANES
+inline float sum(F16 a) { float s = 0.f; for (float f : a.v) s += f; return s; }
+#endif
+
+template <typename T> inline F16 rounded(F16 x);  // the values once stored in format T
+template <> inline F16 rounded<float>(F16 x) { return x; }
+template <> inline F16 rounded<bf16>(F16 x) { return round_bf16(x); }
+
+constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+
+template <typename T>
+void rms_norm_impl(const T* x, const T* w, T* out, int64_t rows, int64_t d, double eps) {
+    at::parallel_for(0, rows, 16, [&](int64_t lo, int64_t hi) {
+        for (int64_t r = lo; r < hi; ++r) {
+            const T* xr = x + r * d;
+            F16 sq = splat(0.f);
+            for (int64_t i = 0; i < d; i += 16) {
+                F16 v = load(xr + i, d - i);
+                sq = fma(v, v, sq);
+            }
+            const F16 scale = splat(1.f / std::sqrt(sum(sq) / static_cast<float>(d) + static_cast<float>(eps)));
+            T* o = out + r * d;
+            for (int64_t i = 0; i < d; i += 16) store(o + i, load(xr + i, d - i) * scale * load(w + i, d - i), d - i);
+        }
+    });
+}
+
+template <typename T>
+void silu_mul_impl(const T* gu, T* out, int64_t rows, int64_t f) {
+    const F16 one = splat(1.f), minus = splat(-1.f);
+    at::parallel_for(0, rows, 16, [&](int64_t lo, int64_t hi) {
+        for (int64_t r = lo; r < hi; ++r) {
+            const T* g = gu + r * 2 * f;
+            T* o = out + r * f;
+            for (int64_t i = 0; i < f; i += 16) {
+                F16 gv = load(g + i, f - i);
+                // torch rounds silu's result to the format before the product
+                F16 silu = rounded<T>(div(gv, one + exp(gv * minus)));
+                store(o + i, silu * load(g + f + i, f - i), f - i);
+            }
+        }
+    });
+}
+
+// Head sizes: CH > 0 is a head of exactly 16 * CH floats (the loops unroll and the accumulators
+// stay in registers); CH = 0 any even size up to 16 * kMaxHeadChunks, its tail masked.
+constexpr int kMaxHeadChunks = 16;
+template <int CH> inline int64_t chunks_of(int64_t hd) { return CH ? CH : (hd + 15) / 16; }
+template <int CH> inline int64_t lanes_of(int64_t hd, int64_t j) { return CH ? 16 : hd - 16 * j; }
+
+template <typename C, int CH>
+inline F16 products(const F16* q, const C* k, int64_t hd) {  // lane sums of q . k, per chunk added
+    F16 acc = q[0] * load(k, lanes_of<CH>(hd, 0));
+    for (int64_t j = 1; j < chunks_of<CH>(hd); ++j) acc = fma(q[j], load(k + 16 * j, lanes_of<CH>(hd, j)), acc);
+    return acc;
+}
+
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
+// lane c of the result = the sum of a[c]'s 16 lanes (a transposing reduction: about three
+// shuffles and adds per vector instead of a full horizontal sum each)
+inline F16 sums16(const F16* a) {
+    __m512 t[8], u[4];
+    for (int j = 0; j < 8; ++j)
+        t[j] = _mm512_add_ps(_mm512_unpacklo_ps(a[2 * j].v, a[2 * j + 1].v), _mm512_unpackhi_ps(a[2 * j].v, a[2 * j + 1].v));
+    for (int j = 0; j < 4; ++j)
+        u[j] = _mm512_add_ps(_mm512_shuffle_ps(t[2 * j], t[2 * j + 1], _MM_SHUFFLE(1, 0, 1, 0)),
+                             _mm512_shuffle_ps(t[2 * j], t[2 * j + 1], _MM_SHUFFLE(3, 2, 3, 2)));
+    __m512 w0 = _mm512_add_ps(_mm512_shuffle_f32x4(u[0], u[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                              _mm512_shuffle_f32x4(u[0], u[1], _MM_SHUFFLE(3, 1, 3, 1)));
+    __m512 w1 = _mm512_add_ps(_mm512_shuffle_f32x4(u[2], u[3], _MM_SHUFFLE(2, 0, 2, 0)),
+                              _mm512_shuffle_f32x4(u[2], u[3], _MM_SHUFFLE(3, 1, 3, 1)));
+    return {_mm512_add_ps(_mm512_shuffle_f32x4(w0, w1, _MM_SHUFFLE(2, 0, 2, 0)),
+                          _mm512_shuffle_f32x4(w0, w1, _MM_SHUFFLE(3, 1, 3, 1)))};
+}
+#else
+inline F16 sums16(const F16* a) {
+    F16 o;
+    for (int c = 0; c < 16; ++c) o.v[c] = sum(a[c]);
+    return o;
+}
+#endif
+
+// scores[c] = q . keys[c] for c < n (keys: n rows of hd), 16 columns at a time
+template <typename C, int CH>
+inline void scores_of(const F16* q, const C* keys, int64_t n, int64_t hd, float* scores) {
+    F16 part[16];
+    for (int64_t c0 = 0; c0 < n; c0 += 16) {
+        const int64_t m = std::min<int64_t>(16, n - c0);
+        if (m == 16) {
+            for (int64_t c = 0; c < 16; ++c) part[c] = products<C, CH>(q, keys + (c0 + c) * hd, hd);
+        } else {
+            for (int64_t c = 0; c < m; ++c) part[c] = products<C, CH>(q, keys + (c0 + c) * hd, hd);
+            for (int64_t c = m; c < 16; ++c) part[c] = splat(0.f);
+        }
+        store(scores + c0, sums16(part), m);
+    }
+}
+
+// out += sum over c < n of p[c] * values[c] (two accumulator sets: two columns in flight)
+template <typename C, int CH>
+inline void weighted_sum(const float* p, const C* values, int64_t n, int64_t hd, F16* out) {
+    constexpr int K = CH ? CH : kMaxHeadChunks;
+    const int64_t chunks = chunks_of<CH>(hd);
+    F16 a[K], b[K];
+    for (int64_t j = 0; j < chunks; ++j) a[j] = b[j] = splat(0.f);
+    int64_t c = 0;
+    for (; c + 1 < n; c += 2) {
+        const F16 p0 = splat(p[c]), p1 = splat(p[c + 1]);
+        const C *v0 = values + c * hd, *v1 = v0 + hd;
+        for (int64_t j = 0; j < chunks; ++j) {
+            a[j] = fma(p0, load(v0 + 16 * j, lanes_of<CH>(hd, j)), a[j]);
+            b[j] = fma(p1, load(v1 + 16 * j, lanes_of<CH>(hd, j)), b[j]);
+        }
+    }
+    if (c < n) {
+        const F16 p0 = splat(p[c]);
+        for (int64_t j = 0; j < chunks; ++j) a[j] = fma(p0, load(values + c * hd + 16 * j, lanes_of<CH>(hd, j)), a[j]);
+    }
+    for (int64_t j = 0; j < chunks; ++j) out[j] = out[j] + a[j] + b[j];
+}
+
+// rope of one head's q or k, rotate-half convention, in format T's rounding: x*cos + swap(x)*sin
+template <typename T>
+inline void rope(const T* x, const float* c, const float* s, int64_t hd, F16* out) {
+    const int64_t half = hd / 2;
+    for (int64_t i = 0, j = 0; i < hd; i += 16, ++j) {
+        const int64_t n = std::min<int64_t>(16, hd - i);
+        F16 own = load(x + i, n), other;
+        if (half % 16 == 0) {  // lanes i..i+n of the swapped halves [x[half:], x[:half]]: one load
+            other = load(x + (i < half ? i + half : i - half), n);
+        } else {
+            float swapped[16] = {0};
+            for (int64_t l = 0; l < n; ++l) swapped[l] = static_cast<float>(x[i + l < half ? i + l + half : i + l - half]);
+            other = load(swapped, n);
+        }
+        out[j] = rounded<T>(rounded<T>(own * load(c + i, n)) + rounded<T>(other * load(s + i, n)));
+    }
+}
+
+// One decoding step's attention for every row r and head h:
+//   q, k = rope(qkv[r, 0:d]), rope(qkv[r, d:2d]) (rounded to T); keys/values[r, h, start] = k, v;
+//   scores over the prefix columns of the row's prompt (prefix_bias added) and the row's own
+//   columns 0..start (own_valid masks padding; column start always visible); softmax in float32;
+//   out[r, h*hd:(h+1)*hd] = probabilities times values.
+template <typename T, typename C, int CH>
+void decode_attention_impl(const T* qkv, const float* cos, const float* sin, C* keys, C* values,
+                           int64_t b, int64_t heads, int64_t hd, int64_t cols, int64_t start,
+                           const bool* own_valid, int64_t valid_stride,
+                           const float* pk, const float* pv, const int64_t* row_prompt,
+                           const float* prefix_bias, int64_t width, T* out) {
+    const int64_t d = heads * hd, chunks = (hd + 15) / 16;
+    const F16 scale = splat(1.f / std::sqrt(static_cast<float>(hd)));
+    at::parallel_for(0, b * heads, 8, [&](int64_t lo, int64_t hi) {
+        std::vector<float> scores(width + start + 1 + 16);
+        F16 q[kMaxHeadChunks], kr[kMaxHeadChunks], acc[kMaxHeadChunks];
+        for (int64_t task = lo; task < hi; ++task) {
+            const int64_t r = task / heads, h = task % heads;
+            const T* row = qkv + r * 3 * d;
+            const float *c = cos + r * hd, *s = sin + r * hd;
+            C* kcache = keys + ((r * heads + h) * cols) * hd;
+            C* vcache = values + ((r * heads + h) * cols) * hd;
+            if (task + 1 < hi) {  // the next task's columns: their memory latency overlaps this task
+                const int64_t nr = (task + 1) / heads, nh = (task + 1) % heads;
+                const char* nk = reinterpret_cast<const char*>(keys + ((nr * heads + nh) * cols) * hd);
+                const char* nv = reinterpret_cast<const char*>(values + ((nr * heads + nh) * cols) * hd);
+                for (int64_t off = 0; off < (start + 1) * hd * static_cast<int64_t>(sizeof(C)); off += 64) {
+                    __builtin_prefetch(nk + off);
+                    __builtin_prefetch(nv + off);
+                }
+            }
+            rope(row + h * hd, c, s, hd, q);
+            rope(row + d + h * hd, c, s, hd, kr);
+            for (int64_t i = 0, j = 0; i < hd; i += 16, ++j) {
+                q[j] = rounded<C>(q[j]) * scale;
+                store(kcache + start * hd + i, kr[j], hd - i);
+                store(vcache + start * hd + i, load(row + 2 * d + h * hd + i, hd - i), hd - i);
+            }
+            float* sc = scores.data();
+            const float *pkh = nullptr, *pvh = nullptr;
+            if (width > 0) {
+                const int64_t p = row_prompt[r];
+                pkh = pk + ((p * heads + h) * width) * hd;
+                pvh = pv + ((p * heads + h) * width) * hd;
+                scores_of<float, CH>(q, pkh, width, hd, sc);
+                if (prefix_bias)
+                    for (int64_t col = 0; col < width; ++col) sc[col] += prefix_bias[p * width + col];
+            }
+            scores_of<C, CH>(q, kcache, start + 1, hd, sc + width);
+            if (own_valid) {
+                const bool* valid = own_valid + r * valid_stride;
+                for (int64_t col = 0; col < start; ++col)
+                    if (!valid[col]) sc[width + col] = kNegInf;
+            }
+            const int64_t n = width + start + 1;
+            float m = kNegInf;
+            for (int64_t i = 0; i < n; ++i) m = std::max(m, sc[i]);
+            const F16 shift = splat(-m);
+            F16 total = splat(0.f);
+            for (int64_t i = 0; i < n; i += 16) {
+                store(sc + i, exp(load(sc + i, n - i) + shift), n - i);
+                total = total + load(sc + i, n - i);  // (the tail lanes past n load as 0)
+            }
+            const float inv = 1.f / sum(total);
+            for (int64_t j = 0; j < chunks; ++j) acc[j] = splat(0.f);
+            if (width > 0) weighted_sum<float, CH>(sc, pvh, width, hd, acc);
+            weighted_sum<C, CH>(sc + width, vcache, start + 1, hd, acc);
+            T* o = out + r * d + h * hd;
+            const F16 norm = splat(inv);
+            for (int64_t i = 0, j = 0; i < hd; i += 16, ++j) store(o + i, acc[j] * norm, hd - i);
+        }
+    });
+}
+
+void check(bool ok, const char* what) { TORCH_CHECK(ok, "tiny decode kernels: ", what); }
+
+bool is_bf16(const at::Tensor& t) { return t.scalar_type() == at::kBFloat16; }
+
+void check_format(const at::Tensor& t, const char* what) {
+    check(t.is_contiguous() && (t.scalar_type() == at::kFloat || is_bf16(t)), what);
+}
+
+}  // namespace
+
+at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
+    check_format(x, "rms_norm: x must be contiguous float32 or bfloat16");
+    check(weight.scalar_type() == x.scalar_type() && weight.is_contiguous() && weight.numel() == x.size(-1),
+          "rms_norm: weight must match x's format and last dimension");
+    auto out = at::empty_like(x);
+    const int64_t d = x.size(-1), rows = x.numel() / d;
+    if (is_bf16(x))
+        rms_norm_impl(x.data_ptr<bf16>(), weight.data_ptr<bf16>(), out.data_ptr<bf16>(), rows, d, eps);
+    else
+        rms_norm_impl(x.data_ptr<float>(), weight.data_ptr<float>(), out.data_ptr<float>(), rows, d, eps);
+    return out;
+}
+
+at::Tensor silu_mul(const at::Tensor& gate_up) {
+    check_format(gate_up, "silu_mul: gate_up must be contiguous float32 or bfloat16");
+    const int64_t f = gate_up.size(-1) / 2, rows = gate_up.numel() / gate_up.size(-1);
+    auto sizes = gate_up.sizes().vec();
+    sizes.back() = f;
+    auto out = at::empty(sizes, gate_up.options());
+    if (is_bf16(gate_up))
+        silu_mul_impl(gate_up.data_ptr<bf16>(), out.data_ptr<bf16>(), rows, f);
+    else
+        silu_mul_impl(gate_up.data_ptr<float>(), out.data_ptr<float>(), rows, f);
+    return out;
+}
+
+at::Tensor decode_attention(const at::Tensor& qkv, const at::Tensor& cos, const at::Tensor& sin,
+                            at::Tensor keys, at::Tensor values, int64_t start,
+                            const c10::optional<at::Tensor>& own_valid,
+                            const c10::optional<at::Tensor>& prefix_k, const c10::optional<at::Tensor>& prefix_v,
+                            const c10::optional<at::Tensor>& row_prompt,
+                            const c10::optional<at::Tensor>& prefix_bias) {
+    check_format(qkv, "decode_attention: qkv must be contiguous float32 or bfloat16 [batch, 3 * d_model]");
+    check_format(keys, "decode_attention: keys must be a contiguous float32 or bfloat16 cache");
+    check(values.sizes() == keys.sizes() && values.scalar_type() == keys.scalar_type() && values.is_contiguous(),
+          "decode_attention: values must match keys");
+    check(keys.dim() == 4 && qkv.dim() == 2 && qkv.size(0) == keys.size(0) && qkv.size(1) == 3 * keys.size(1) * keys.size(3),
+          "decode_attention: keys must be [batch, heads, columns, head_dim] matching qkv");
+    const int64_t b = keys.size(0), heads = keys.size(1), cols = keys.size(2), hd = keys.size(3);
+    check(hd % 2 == 0 && hd <= 16 * kMaxHeadChunks, "decode_attention: head_dim must be even and at most 256");
+    check(start >= 0 && start < cols, "decode_attention: start must be a column of the cache");
+    check(cos.scalar_type() == at::kFloat && sin.scalar_type() == at::kFloat && cos.is_contiguous() && sin.is_contiguous()
+          && cos.numel() == b * hd && sin.numel() == b * hd, "decode_attention: cos and sin must be float32 [batch, head_dim]");
+    const bool* valid = nullptr;
+    int64_t valid_stride = 0;
+    if (own_valid && own_valid->defined()) {
+        check(own_valid->scalar_type() == at::kBool && own_valid->dim() == 2 && own_valid->size(0) == b
+              && own_valid->size(1) > start && own_valid->stride(1) == 1,
+              "decode_attention: own_valid must be bool [batch, > start] with contiguous rows");
+        valid = own_valid->data_ptr<bool>();
+        valid_stride = own_valid->stride(0);
+    }
+    int64_t width = 0;
+    const void *pk = nullptr, *pv = nullptr;
+    const int64_t* prompts = nullptr;
+    const float* pbias = nullptr;
+    if (prefix_k && prefix_k->defined()) {
+        check(prefix_v && prefix_v->defined() && row_prompt && row_prompt->defined(),
+              "decode_attention: a prefix needs prefix_v and row_prompt");
+        check(prefix_k->scalar_type() == at::kFloat && prefix_k->is_contiguous() && prefix_v->is_contiguous()
+              && prefix_v->sizes() == prefix_k->sizes() && prefix_k->dim() == 4 && prefix_k->size(1) == heads
+              && prefix_k->size(3) == hd, "decode_attention: prefix keys/values must be contiguous float32 [prompts, heads, width, head_dim]");
+        check(row_prompt->scalar_type() == at::kLong && row_prompt->is_contiguous() && row_prompt->numel() == b,
+              "decode_attention: row_prompt must be int64 [batch]");
+        width = prefix_k->size(2);
+        pk = prefix_k->data_ptr();
+        pv = prefix_v->data_ptr();
+        prompts = row_prompt->data_ptr<int64_t>();
+        const int64_t n_prompts = prefix_k->size(0);
+        auto rp = row_prompt->accessor<int64_t, 1>();
+        for (int64_t r = 0; r < b; ++r) check(rp[r] >= 0 && rp[r] < n_prompts, "decode_attention: row_prompt out of range");
+        if (prefix_bias && prefix_bias->defined()) {
+            check(prefix_bias->scalar_type() == at::kFloat && prefix_bias->is_contiguous()
+                  && prefix_bias->numel() == n_prompts * width, "decode_attention: prefix_bias must be float32 [prompts, width]");
+            pbias = prefix_bias->data_ptr<float>();
+        }
+    }
+    auto out = at::empty({b, heads * hd}, qkv.options());
+    const float *c = cos.data_ptr<float>(), *s = sin.data_ptr<float>();
+#define RLBOUND_ATTENTION_CH(T, C, CH)                                                                      \
+    decode_attention_impl<T, C, CH>(qkv.data_ptr<T>(), c, s, keys.data_ptr<C>(), values.data_ptr<C>(), b,   \
+                                    heads, hd, cols, start, valid, valid_stride, static_cast<const float*>(pk), \
+                                    static_cast<const float*>(pv), prompts, pbias, width, out.data_ptr<T>())
+#define RLBOUND_ATTENTION(T, C)                           \
+    do {                                                  \
+        if (hd == 16) RLBOUND_ATTENTION_CH(T, C, 1);      \
+        else if (hd == 32) RLBOUND_ATTENTION_CH(T, C, 2); \
+        else if (hd == 64) RLBOUND_ATTENTION_CH(T, C, 4); \
+        else RLBOUND_ATTENTION_CH(T, C, 0);               \
+    } while (0)
+    if (is_bf16(qkv) && is_bf16(keys)) RLBOUND_ATTENTION(bf16, bf16);
+    else if (is_bf16(qkv)) RLBOUND_ATTENTION(bf16, float);
+    else if (is_bf16(keys)) RLBOUND_ATTENTION(float, bf16);
+    else RLBOUND_ATTENTION(float, float);
+#undef RLBOUND_ATTENTION
+#undef RLBOUND_ATTENTION_CH
+    return out;
+}
