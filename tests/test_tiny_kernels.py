@@ -80,7 +80,7 @@ def test_a_fused_decoding_step_computes_what_the_model_does(kernels, dtype, layo
         worst = 0.0
         for _ in range(5):  # several steps: each reads the columns the earlier ones wrote
             want = model(token[:, None], positions=pos[:, None], cache=eager_cache, key_valid=eager_valid, last_only=True)
-            got = model.decode_step(token, pos, fused_cache, fused_valid, kernels)
+            got = model.decode_step(token, pos, fused_cache, fused_valid, kernels, model.decode_tables())
             worst = max(worst, float((got - want).abs().max() / want.abs().max()))
             token, pos = want.argmax(-1), pos + 1
     assert fused_cache.length == eager_cache.length
@@ -128,3 +128,21 @@ def test_decode_modes_are_checked(trained_tiny):
     assert resolve_decode("auto", torch.device("cpu")) == "fused"  # this machine builds them
     model, tok = trained_tiny
     assert TinyEngine.from_model(model, CharTokenizer(), decode="eager").info().details["decode"] == "eager"
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_fused_sampling_draws_what_sample_next_draws(kernels, temperature):
+    import numpy as np
+
+    from rlbound.engines.sampling import row_uniforms, sample_next
+
+    torch.manual_seed(2)
+    logits = torch.randn(3000, 99) * 3
+    logits[:5, 10:] = float("-inf")  # rows whose support is a few tokens
+    seeds = np.arange(3000, dtype=np.uint64) * 7919
+    want = sample_next(logits, SamplingParams(temperature=temperature), seeds, 4)
+    tokens, logprobs, entropies = kernels.sample_rows(logits, torch.from_numpy(row_uniforms(seeds, 4)), temperature)
+    assert torch.equal(tokens, want.tokens)
+    assert bool((tokens[:5] < 10).all())
+    torch.testing.assert_close(logprobs, want.logprobs, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(entropies, want.entropies, atol=1e-5, rtol=1e-5)

@@ -246,7 +246,7 @@ inline void rope(const T* x, const float* c, const float* s, int64_t hd, F16* ou
 //   columns 0..start (own_valid masks padding; column start always visible); softmax in float32;
 //   out[r, h*hd:(h+1)*hd] = probabilities times values.
 template <typename T, typename C, int CH>
-void decode_attention_impl(const T* qkv, const float* cos, const float* sin, C* keys, C* values,
+void decode_attention_impl(const T* qkv, const float* cos, const float* sin, const int64_t* positions, C* keys, C* values,
                            int64_t b, int64_t heads, int64_t hd, int64_t cols, int64_t start,
                            const bool* own_valid, int64_t valid_stride,
                            const float* pk, const float* pv, const int64_t* row_prompt,
@@ -259,7 +259,7 @@ void decode_attention_impl(const T* qkv, const float* cos, const float* sin, C* 
         for (int64_t task = lo; task < hi; ++task) {
             const int64_t r = task / heads, h = task % heads;
             const T* row = qkv + r * 3 * d;
-            const float *c = cos + r * hd, *s = sin + r * hd;
+            const float *c = cos + positions[r] * hd, *s = sin + positions[r] * hd;
             C* kcache = keys + ((r * heads + h) * cols) * hd;
             C* vcache = values + ((r * heads + h) * cols) * hd;
             if (task + 1 < hi) {  // the next task's columns: their memory latency overlaps this task
@@ -314,6 +314,67 @@ void decode_attention_impl(const T* qkv, const float* cos, const float* sin, C* 
     });
 }
 
+// Inverse-CDF sampling of one token per row at temperature t, as rlbound.engines.sampling's
+// sample_next computes it without top-k/top-p: probabilities softmax(logits / t) in float32, their
+// running sum in float64, the first token whose running sum exceeds u * total; with the chosen
+// token's untempered log-probability and the row's entropy (nats), from log_softmax(logits).
+void sample_rows_impl(const float* logits, const double* u, double t, int64_t rows, int64_t vocab,
+                      int64_t* tokens, float* logprobs, float* entropies) {
+    const F16 inv_t = splat(static_cast<float>(1.0 / t));
+    const bool tempered = t != 1.0;
+    at::parallel_for(0, rows, 16, [&](int64_t lo, int64_t hi) {
+        std::vector<float> probs(vocab + 16), logp(vocab + 16);
+        for (int64_t r = lo; r < hi; ++r) {
+            const float* x = logits + r * vocab;
+            float m = kNegInf, ms = kNegInf;
+            for (int64_t i = 0; i < vocab; ++i) m = std::max(m, x[i]);
+            ms = tempered ? m / static_cast<float>(t) : m;
+            // untempered: exp(x - m), its sum; log-probs x - m - log(sum)
+            F16 total = splat(0.f), scaled_total = splat(0.f);
+            for (int64_t i = 0; i < vocab; i += 16) {
+                const int64_t n = vocab - i;
+                F16 v = load(x + i, n);
+                store(logp.data() + i, exp(v + splat(-m)), n);
+                total = total + load(logp.data() + i, n);
+                if (tempered) {
+                    store(probs.data() + i, exp(v * inv_t + splat(-ms)), n);
+                    scaled_total = scaled_total + load(probs.data() + i, n);
+                }
+            }
+            const float sum_e = sum(total);
+            const float lse = m + std::log(sum_e);
+            double ent = 0.0;
+            const float inv_sum = 1.f / sum_e;
+            for (int64_t i = 0; i < vocab; ++i) {
+                const float p = logp[i] * inv_sum;
+                const float lp = x[i] - lse;
+                if (p > 0.f) ent -= static_cast<double>(p) * lp;
+                if (!tempered) probs[i] = p;
+                logp[i] = lp;
+            }
+            if (tempered) {
+                const float inv = 1.f / sum(scaled_total);
+                for (int64_t i = 0; i < vocab; ++i) probs[i] *= inv;
+            }
+            double cdf_total = 0.0;
+            for (int64_t i = 0; i < vocab; ++i) cdf_total += probs[i];
+            const double target = u[r] * cdf_total;
+            double running = 0.0;
+            int64_t chosen = vocab - 1;
+            for (int64_t i = 0; i < vocab; ++i) {
+                running += probs[i];
+                if (running > target) {
+                    chosen = i;
+                    break;
+                }
+            }
+            tokens[r] = chosen;
+            logprobs[r] = logp[chosen];
+            entropies[r] = static_cast<float>(ent);
+        }
+    });
+}
+
 void check(bool ok, const char* what) { TORCH_CHECK(ok, "tiny decode kernels: ", what); }
 
 bool is_bf16(const at::Tensor& t) { return t.scalar_type() == at::kBFloat16; }
@@ -351,7 +412,7 @@ at::Tensor silu_mul(const at::Tensor& gate_up) {
 }
 
 at::Tensor decode_attention(const at::Tensor& qkv, const at::Tensor& cos, const at::Tensor& sin,
-                            at::Tensor keys, at::Tensor values, int64_t start,
+                            const at::Tensor& positions, at::Tensor keys, at::Tensor values, int64_t start,
                             const c10::optional<at::Tensor>& own_valid,
                             const c10::optional<at::Tensor>& prefix_k, const c10::optional<at::Tensor>& prefix_v,
                             const c10::optional<at::Tensor>& row_prompt,
@@ -366,7 +427,13 @@ at::Tensor decode_attention(const at::Tensor& qkv, const at::Tensor& cos, const 
     check(hd % 2 == 0 && hd <= 16 * kMaxHeadChunks, "decode_attention: head_dim must be even and at most 256");
     check(start >= 0 && start < cols, "decode_attention: start must be a column of the cache");
     check(cos.scalar_type() == at::kFloat && sin.scalar_type() == at::kFloat && cos.is_contiguous() && sin.is_contiguous()
-          && cos.numel() == b * hd && sin.numel() == b * hd, "decode_attention: cos and sin must be float32 [batch, head_dim]");
+          && cos.dim() == 2 && cos.size(1) == hd && sin.sizes() == cos.sizes(),
+          "decode_attention: cos and sin must be float32 tables [max_seq_len, head_dim]");
+    check(positions.scalar_type() == at::kLong && positions.is_contiguous() && positions.numel() == b,
+          "decode_attention: positions must be int64 [batch]");
+    const int64_t* pos = positions.data_ptr<int64_t>();
+    for (int64_t r = 0; r < b; ++r)
+        TORCH_CHECK(pos[r] >= 0 && pos[r] < cos.size(0), "tiny model: position ", pos[r], " is beyond max_seq_len ", cos.size(0));
     const bool* valid = nullptr;
     int64_t valid_stride = 0;
     if (own_valid && own_valid->defined()) {
@@ -404,7 +471,7 @@ at::Tensor decode_attention(const at::Tensor& qkv, const at::Tensor& cos, const 
     auto out = at::empty({b, heads * hd}, qkv.options());
     const float *c = cos.data_ptr<float>(), *s = sin.data_ptr<float>();
 #define RLBOUND_ATTENTION_CH(T, C, CH)                                                                      \
-    decode_attention_impl<T, C, CH>(qkv.data_ptr<T>(), c, s, keys.data_ptr<C>(), values.data_ptr<C>(), b,   \
+    decode_attention_impl<T, C, CH>(qkv.data_ptr<T>(), c, s, pos, keys.data_ptr<C>(), values.data_ptr<C>(), b,   \
                                     heads, hd, cols, start, valid, valid_stride, static_cast<const float*>(pk), \
                                     static_cast<const float*>(pv), prompts, pbias, width, out.data_ptr<T>())
 #define RLBOUND_ATTENTION(T, C)                           \
@@ -421,4 +488,20 @@ at::Tensor decode_attention(const at::Tensor& qkv, const at::Tensor& cos, const 
 #undef RLBOUND_ATTENTION
 #undef RLBOUND_ATTENTION_CH
     return out;
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> sample_rows(const at::Tensor& logits, const at::Tensor& uniforms,
+                                                           double temperature) {
+    check(logits.scalar_type() == at::kFloat && logits.is_contiguous() && logits.dim() == 2,
+          "sample_rows: logits must be contiguous float32 [batch, vocab]");
+    check(uniforms.scalar_type() == at::kDouble && uniforms.is_contiguous() && uniforms.numel() == logits.size(0),
+          "sample_rows: uniforms must be float64 [batch]");
+    check(temperature > 0, "sample_rows: temperature must be > 0");
+    const int64_t rows = logits.size(0), vocab = logits.size(1);
+    auto tokens = at::empty({rows}, logits.options().dtype(at::kLong));
+    auto logprobs = at::empty({rows}, logits.options());
+    auto entropies = at::empty({rows}, logits.options());
+    sample_rows_impl(logits.data_ptr<float>(), uniforms.data_ptr<double>(), temperature, rows, vocab,
+                     tokens.data_ptr<int64_t>(), logprobs.data_ptr<float>(), entropies.data_ptr<float>());
+    return {tokens, logprobs, entropies};
 }

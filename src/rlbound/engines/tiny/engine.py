@@ -59,7 +59,7 @@ from rlbound.engines.base import (
     register_engine,
 )
 from rlbound.engines.precision import dtype_name, resolve_dtype
-from rlbound.engines.sampling import logprobs_and_entropies, sample_next
+from rlbound.engines.sampling import NextTokens, logprobs_and_entropies, row_uniforms, sample_next
 from rlbound.engines.tiny.checkpoint import WEIGHTS_FILE, load_model
 from rlbound.engines.tiny.kernels import fused_kernels, resolve_decode
 from rlbound.engines.tiny.model import KVCache, TinyLlama
@@ -216,8 +216,10 @@ class TinyEngine(Engine):
             cache = prefill.expanded(row_prompt, width + max_new, cache_dtype)
             key_valid = torch.ones((n_rows, width + max_new), dtype=torch.bool, device=dev)
             key_valid[:, :width] = valid.index_select(0, row_prompt)
+        tables = None
         if self._kernels is not None:
             cache.allocate_all()
+            tables = model.decode_tables()
         del prefill
         pos = row_len.clone()
 
@@ -237,7 +239,7 @@ class TinyEngine(Engine):
         alive = torch.ones(n_rows, dtype=torch.bool, device=dev)
 
         for step in range(max_new):
-            nt = sample_next(logits, params, seeds_cur, step)
+            nt = self._next_tokens(logits, params, seeds_cur, step)
             chosen = nt.tokens
             out_tok[rows, step] = chosen
             out_lp[rows, step] = nt.logprobs
@@ -272,13 +274,22 @@ class TinyEngine(Engine):
                 seeds_cur = all_seeds[rows.cpu().numpy()]
                 alive = alive[keep]
             if self._kernels is not None:
-                logits = model.decode_step(chosen, pos, cache, key_valid, self._kernels)
+                logits = model.decode_step(chosen, pos, cache, key_valid, self._kernels, tables)
             else:
                 logits = model(chosen[:, None], positions=pos[:, None], cache=cache,
                                key_valid=key_valid, last_only=True)
             pos = (pos + 1).clamp_(max=cfg.max_seq_len - 1)
 
         return self._collect(out_tok, out_lp, out_ent, n_gen, finish, stop_cut), set()
+
+    def _next_tokens(self, logits: torch.Tensor, params: SamplingParams, seeds: np.ndarray, step: int) -> NextTokens:
+        """:func:`~rlbound.engines.sampling.sample_next`, as one fused kernel call for plain
+        temperature sampling when decoding is fused (the same draw from the same uniform numbers)."""
+        plain = params.temperature > 0 and params.top_p >= 1.0 and not (0 < params.top_k < logits.shape[-1])
+        if self._kernels is None or not plain:
+            return sample_next(logits, params, seeds, step)
+        uniforms = torch.from_numpy(row_uniforms(seeds, step))
+        return NextTokens(*self._kernels.sample_rows(logits.float().contiguous(), uniforms, float(params.temperature)))
 
     def _collect(self, out_tok, out_lp, out_ent, n_gen, finish, stop_cut) -> list[Sample]:
         tok = self.tokenizer

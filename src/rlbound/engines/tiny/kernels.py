@@ -37,7 +37,7 @@ from rlbound.errors import RlboundError
 
 SOURCE = Path(__file__).with_name("decode_kernels.cpp")
 DECODE_MODES = ("auto", "fused", "eager")
-_FUNCTIONS = ["rms_norm", "silu_mul", "decode_attention"]
+_FUNCTIONS = ["rms_norm", "silu_mul", "decode_attention", "sample_rows"]
 
 
 def _cpu_signature() -> str:

@@ -271,6 +271,17 @@ class DecodeBias:
     prefix: torch.Tensor | None
 
 
+@dataclass
+class DecodeTables:
+    """Float32 copies a fused decoding step reads (:meth:`TinyLlama.decode_tables`): the rotary
+    tables ``[max_seq_len, head_dim]``, the final norm's weight and the output projection."""
+
+    cos: torch.Tensor
+    sin: torch.Tensor
+    norm: torch.Tensor
+    head: torch.Tensor
+
+
 class Block(nn.Module):
     def __init__(self, config: TinyConfig):
         super().__init__()
@@ -423,37 +434,37 @@ class TinyLlama(nn.Module):
             prefix = cache.prefix_bias.index_select(0, cache.row_prompt).unsqueeze(1)
         return DecodeBias(own, prefix)
 
+    def decode_tables(self) -> "DecodeTables":
+        """The float32 tables a fused decoding step reads besides the weights (made once per
+        batch of decoding steps, not per step)."""
+        return DecodeTables(self.rope_cos.float().contiguous(), self.rope_sin.float().contiguous(),
+                            self.norm.float(), self.output_weight().float())
+
     def decode_step(self, ids: torch.Tensor, positions: torch.Tensor, cache: KVCache,
-                    key_valid: torch.Tensor | None, kernels) -> torch.Tensor:
+                    key_valid: torch.Tensor | None, kernels, tables: "DecodeTables") -> torch.Tensor:
         """Float32 logits ``[batch, vocab]`` of one new token per row (``ids``, ``positions``:
         ``[batch]``), the same step as ``model(ids[:, None], positions[:, None], cache, key_valid,
         last_only=True)`` computed with the fused CPU ``kernels``
-        (:func:`rlbound.engines.tiny.kernels.fused_kernels`): per layer two RMSNorms, the
-        attention and the SwiGLU gate are one kernel call each, the residual adds go into the
-        matmuls (``addmm``). Inference only (no autograd)."""
+        (:func:`rlbound.engines.tiny.kernels.fused_kernels`) and :meth:`decode_tables`: per layer
+        two RMSNorms, the attention and the SwiGLU gate are one kernel call each, the residual
+        adds go into the matmuls (``addmm``). A position beyond ``max_seq_len`` is an error of the
+        attention kernel. Inference only (no autograd)."""
         start = cache.length
-        if int(positions.max()) >= self.config.max_seq_len:
-            raise RlboundError(
-                f"tiny model: position {int(positions.max())} is beyond max_seq_len {self.config.max_seq_len}"
-            )
         cache.reserve(start + 1)
-        cos = self.rope_cos[positions].float()  # [batch, head_dim]
-        sin = self.rope_sin[positions].float()
-        prefix_bias = None if cache.prefix_bias is None else cache.prefix_bias.float()
+        prefix_bias = cache.prefix_bias
         x = self.embed(ids)
         for i, layer in enumerate(self.layers):
             prefix_k = prefix_v = None
             if cache.prefix_k is not None:
                 prefix_k, prefix_v = cache.prefix_k[i], cache.prefix_v[i]
             qkv = F.linear(kernels.rms_norm(x, layer.attn_norm, layer.eps), layer.qkv.weight)
-            att = kernels.decode_attention(qkv, cos, sin, cache.k[i], cache.v[i], start, key_valid,
-                                           prefix_k, prefix_v, cache.row_prompt, prefix_bias)
+            att = kernels.decode_attention(qkv, tables.cos, tables.sin, positions, cache.k[i], cache.v[i], start,
+                                           key_valid, prefix_k, prefix_v, cache.row_prompt, prefix_bias)
             x = torch.addmm(x, att, layer.o.weight.t())
             gate_up = F.linear(kernels.rms_norm(x, layer.mlp_norm, layer.eps), layer.gate_up.weight)
             x = torch.addmm(x, kernels.silu_mul(gate_up), layer.down.weight.t())
         cache.length = start + 1
-        x = kernels.rms_norm(x.float(), self.norm.float(), self.config.rms_norm_eps)
-        return F.linear(x, self.output_weight().float())
+        return F.linear(kernels.rms_norm(x.float(), tables.norm, self.config.rms_norm_eps), tables.head)
 
     def forward(
         self,
