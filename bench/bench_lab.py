@@ -2,7 +2,7 @@
 
 Run by hand (not part of the tests), on an otherwise idle machine::
 
-    rlbound lab run --out runs/lab                 # the default preset (about 13 minutes)
+    rlbound lab run --out runs/lab                 # the default preset (about 16 minutes)
     python bench/bench_lab.py --lab runs/lab       # stage times from its lab.json + fresh timings
 
 It prints:
@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 from rlbound.engines.base import SamplingParams, sample_seed
+from rlbound.engines.precision import dtype_name, resolve_dtype
 from rlbound.engines.tiny import TinyEngine
 from rlbound.engines.tiny.model import TinyConfig
 from rlbound.engines.tiny.train import train_next_token
@@ -43,6 +44,8 @@ def main() -> None:
     parser.add_argument("--problems", type=int, default=10)
     parser.add_argument("--n", type=int, default=64)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--decode", default="auto", choices=["auto", "fused", "eager"],
+                        help="the tiny engine's decoding mode (eager: torch operations, as before the fused kernels)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -63,15 +66,16 @@ def main() -> None:
     batch_size = record["config"]["pretrain"]["batch_size"]
     corpus_stage = next(s for s in record["stages"] if s["name"] == "corpus-base")
     pairs = read_corpus(corpus_stage["path"])
-    shape = TinyConfig(**record["config"]["model"])
+    model = dict(record["config"]["model"])
+    dtype = dtype_name(resolve_dtype(model.pop("dtype", "float32")))  # (lab.json before the knob: float32)
     t0 = time.perf_counter()
-    result = train_next_token(shape, pairs, steps=args.steps, batch_size=batch_size, seed=0)
+    result = train_next_token(TinyConfig(**model), pairs, steps=args.steps, batch_size=batch_size, seed=0, dtype=dtype)
     wall = time.perf_counter() - t0
     tokens = trained_tokens(pairs, batch_size, result.steps)
-    print(f"pretraining: {args.steps} steps of {batch_size} in {wall:.1f} s: "
+    print(f"pretraining (eager, {dtype}): {args.steps} steps of {batch_size} in {wall:.1f} s: "
           f"{tokens / wall:,.0f} tokens/s ({args.steps / wall:.2f} steps/s, {torch.get_num_threads()} threads)")
 
-    engine = TinyEngine(record["models"]["base"])
+    engine = TinyEngine(record["models"]["base"], dtype=dtype, decode=args.decode)
     params = SamplingParams(temperature=1.0, max_tokens=record["config"]["sampling"]["max_tokens"])
     template = get_template("plain")
     world = WorldConfig(**record["config"]["world"])
@@ -83,7 +87,7 @@ def main() -> None:
         outputs = engine.generate(prompts, params, seeds)
         wall = time.perf_counter() - t0
         tokens = sum(len(s.token_ids) for samples in outputs for s in samples)
-        print(f"sampling {family}: {len(problems)} problems x {args.n} in {wall:.1f} s: "
+        print(f"sampling {family} ({engine.decode}): {len(problems)} problems x {args.n} in {wall:.1f} s: "
               f"{tokens / wall:,.0f} tokens/s, {len(problems) * args.n / wall:,.0f} samples/s")
 
 

@@ -55,7 +55,8 @@ class WorldConfig(_Section):
                                   "combines two partial results (class 'tree'); the rest are 'chain'.")
     programs_difficulties: list = knob([1, 2, 3], "Programs difficulties drawn uniformly (d -> d+1 statements; "
                                                   "<= 3 statements is class 'short', more is 'long').")
-    test_problems: int = knob(30, "Held-out test problems per family.")
+    test_problems: int = knob(200, "Held-out test problems per family (at 200 a difference of a few solved "
+                                     "problems can be told from noise; 30 was the default before).")
 
 
 @dataclass(frozen=True)

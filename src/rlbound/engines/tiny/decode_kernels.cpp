@@ -199,6 +199,24 @@ inline void scores_of(const F16* q, const C* keys, int64_t n, int64_t hd, float*
     }
 }
 
+// scores[c] = q . column c of keys_t (hd rows of n columns: keys transposed), 16 columns at a time
+// with four partial sums over the head's dimensions (no horizontal sums, short dependency chains)
+inline void scores_of_transposed(const float* q, const float* keys_t, int64_t n, int64_t hd, float* scores) {
+    for (int64_t c0 = 0; c0 < n; c0 += 16) {
+        const int64_t m = n - c0;
+        F16 a0 = splat(0.f), a1 = a0, a2 = a0, a3 = a0;
+        int64_t i = 0;
+        for (; i + 3 < hd; i += 4) {
+            a0 = fma(splat(q[i]), load(keys_t + i * n + c0, m), a0);
+            a1 = fma(splat(q[i + 1]), load(keys_t + (i + 1) * n + c0, m), a1);
+            a2 = fma(splat(q[i + 2]), load(keys_t + (i + 2) * n + c0, m), a2);
+            a3 = fma(splat(q[i + 3]), load(keys_t + (i + 3) * n + c0, m), a3);
+        }
+        for (; i < hd; ++i) a0 = fma(splat(q[i]), load(keys_t + i * n + c0, m), a0);
+        store(scores + c0, (a0 + a1) + (a2 + a3), m);
+    }
+}
+
 // out += sum over c < n of p[c] * values[c] (two accumulator sets: two columns in flight)
 template <typename C, int CH>
 inline void weighted_sum(const float* p, const C* values, int64_t n, int64_t hd, F16* out) {
@@ -280,11 +298,13 @@ void decode_attention_impl(const T* qkv, const float* cos, const float* sin, con
             }
             float* sc = scores.data();
             const float *pkh = nullptr, *pvh = nullptr;
+            float qs[16 * kMaxHeadChunks];
             if (width > 0) {
                 const int64_t p = row_prompt[r];
-                pkh = pk + ((p * heads + h) * width) * hd;
+                pkh = pk + ((p * heads + h) * width) * hd;  // [head_dim, width]: transposed
                 pvh = pv + ((p * heads + h) * width) * hd;
-                scores_of<float, CH>(q, pkh, width, hd, sc);
+                for (int64_t i = 0, j = 0; i < hd; i += 16, ++j) store(qs + i, q[j], hd - i);
+                scores_of_transposed(qs, pkh, width, hd, sc);
                 if (prefix_bias)
                     for (int64_t col = 0; col < width; ++col) sc[col] += prefix_bias[p * width + col];
             }
@@ -414,7 +434,7 @@ at::Tensor silu_mul(const at::Tensor& gate_up) {
 at::Tensor decode_attention(const at::Tensor& qkv, const at::Tensor& cos, const at::Tensor& sin,
                             const at::Tensor& positions, at::Tensor keys, at::Tensor values, int64_t start,
                             const c10::optional<at::Tensor>& own_valid,
-                            const c10::optional<at::Tensor>& prefix_k, const c10::optional<at::Tensor>& prefix_v,
+                            const c10::optional<at::Tensor>& prefix_kt, const c10::optional<at::Tensor>& prefix_v,
                             const c10::optional<at::Tensor>& row_prompt,
                             const c10::optional<at::Tensor>& prefix_bias) {
     check_format(qkv, "decode_attention: qkv must be contiguous float32 or bfloat16 [batch, 3 * d_model]");
@@ -447,19 +467,22 @@ at::Tensor decode_attention(const at::Tensor& qkv, const at::Tensor& cos, const 
     const void *pk = nullptr, *pv = nullptr;
     const int64_t* prompts = nullptr;
     const float* pbias = nullptr;
-    if (prefix_k && prefix_k->defined()) {
+    if (prefix_kt && prefix_kt->defined()) {
         check(prefix_v && prefix_v->defined() && row_prompt && row_prompt->defined(),
               "decode_attention: a prefix needs prefix_v and row_prompt");
-        check(prefix_k->scalar_type() == at::kFloat && prefix_k->is_contiguous() && prefix_v->is_contiguous()
-              && prefix_v->sizes() == prefix_k->sizes() && prefix_k->dim() == 4 && prefix_k->size(1) == heads
-              && prefix_k->size(3) == hd, "decode_attention: prefix keys/values must be contiguous float32 [prompts, heads, width, head_dim]");
+        check(prefix_kt->scalar_type() == at::kFloat && prefix_v->scalar_type() == at::kFloat && prefix_kt->is_contiguous()
+              && prefix_v->is_contiguous() && prefix_kt->dim() == 4 && prefix_v->dim() == 4 && prefix_kt->size(1) == heads
+              && prefix_kt->size(2) == hd && prefix_v->size(3) == hd && prefix_v->size(0) == prefix_kt->size(0)
+              && prefix_v->size(1) == heads && prefix_v->size(2) == prefix_kt->size(3),
+              "decode_attention: prefix keys must be contiguous float32 [prompts, heads, head_dim, width] (transposed), "
+              "values [prompts, heads, width, head_dim]");
         check(row_prompt->scalar_type() == at::kLong && row_prompt->is_contiguous() && row_prompt->numel() == b,
               "decode_attention: row_prompt must be int64 [batch]");
-        width = prefix_k->size(2);
-        pk = prefix_k->data_ptr();
+        width = prefix_kt->size(3);
+        pk = prefix_kt->data_ptr();
         pv = prefix_v->data_ptr();
         prompts = row_prompt->data_ptr<int64_t>();
-        const int64_t n_prompts = prefix_k->size(0);
+        const int64_t n_prompts = prefix_kt->size(0);
         auto rp = row_prompt->accessor<int64_t, 1>();
         for (int64_t r = 0; r < b; ++r) check(rp[r] >= 0 && rp[r] < n_prompts, "decode_attention: row_prompt out of range");
         if (prefix_bias && prefix_bias->defined()) {

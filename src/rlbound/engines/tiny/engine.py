@@ -27,8 +27,8 @@ Conventions (documented in :class:`~rlbound.engines.base.Sample` terms):
 
 Decoding steps run the fused CPU kernels of :mod:`rlbound.engines.tiny.kernels` where they build
 (``decode="auto"``, the default; ``"fused"`` requires them, ``"eager"`` uses the model's torch
-operations); the KV cache of the rows' own tokens is then in the weights' format, allocated whole
-at the start (the kernels never read a column before it is written).
+operations); the KV cache of the rows' own tokens is then in the weights' format, and the columns
+not yet written are not zero-filled (the kernels never read them).
 
 Threads: the engine uses torch's process-wide thread setting. On an idle 2-core machine two
 threads decode a 256-sample batch about 1.5x faster than one; but while another process keeps a
@@ -218,7 +218,7 @@ class TinyEngine(Engine):
             key_valid[:, :width] = valid.index_select(0, row_prompt)
         tables = None
         if self._kernels is not None:
-            cache.allocate_all()
+            cache.skip_zero_fill()
             tables = model.decode_tables()
         del prefill
         pos = row_len.clone()

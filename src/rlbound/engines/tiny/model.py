@@ -108,6 +108,7 @@ class KVCache:
         self.length = 0
         self.prefix_k: torch.Tensor | None = None  # [n_layers, prompts, heads, width, head_dim]
         self.prefix_v: torch.Tensor | None = None
+        self.prefix_kt: torch.Tensor | None = None  # prefix_k transposed: [n_layers, prompts, heads, head_dim, width]
         self.prefix_valid: torch.Tensor | None = None  # [prompts, width] bool (left padding)
         self.row_prompt: torch.Tensor | None = None  # [batch] prompt of each row
         self.prefix_bias: torch.Tensor | None = None  # [prompts, width] 0 / -inf, None if no padding
@@ -130,6 +131,7 @@ class KVCache:
         new.capacity, new.length = capacity, 0
         new.prefix_k = prefix.k[:, :, :, :n].contiguous()
         new.prefix_v = prefix.v[:, :, :, :n].contiguous()
+        new.prefix_kt = new.prefix_k.transpose(-1, -2).contiguous()  # the fused kernels' layout
         new.prefix_valid, new.row_prompt = prefix_valid[:, :n], row_prompt
         new.prefix_bias = None
         if not bool(new.prefix_valid.all()):
@@ -158,26 +160,19 @@ class KVCache:
     def _widened(self, data: torch.Tensor, width: int) -> torch.Tensor:
         shape = list(data.shape)
         shape[3] = width
-        wider = data.new_zeros(shape)
+        wider = data.new_zeros(shape) if getattr(self, "_zero_fill", True) else data.new_empty(shape)
         wider[:, :, :, : self.length] = data[:, :, :, : self.length]
         return wider
 
-    def allocate_all(self) -> None:
-        """Allocate every column now, those not yet written left uninitialised: for readers that
-        never look past the written columns (the fused decoding kernels), which then pay for no
-        growing copies and no zero-filling."""
-        shape = list(self.k.shape)
-        shape[3] = self.capacity
-        for name in ("k", "v"):
-            data = getattr(self, name)
-            full = data.new_empty(shape)
-            full[:, :, :, : self.length] = data[:, :, :, : self.length]
-            setattr(self, name, full)
-        self._unwritten_unread = True
+    def skip_zero_fill(self) -> None:
+        """Leave columns not yet written uninitialised when the cache grows or drops rows (only the
+        written columns are copied): for readers that never look past them (the fused decoding
+        kernels). The eager attention reads whole blocks and needs the zeros."""
+        self._zero_fill = False
 
     def select_rows(self, rows: torch.Tensor) -> None:
         """Keep only ``rows`` (a 1-D index tensor), in that order (drops finished samples)."""
-        if getattr(self, "_unwritten_unread", False):  # copy the written columns only
+        if not getattr(self, "_zero_fill", True):  # copy the written columns only
             for name in ("k", "v"):
                 data = getattr(self, name)
                 shape = list(data.shape)
@@ -199,7 +194,7 @@ class KVCache:
         new.k = self.k[:, :, :, :n].index_select(1, rows).to(dtype or self.k.dtype)
         new.v = self.v[:, :, :, :n].index_select(1, rows).to(dtype or self.k.dtype)
         new.capacity, new.length = capacity, n
-        new.prefix_k = new.prefix_v = new.prefix_valid = new.row_prompt = new.prefix_bias = None
+        new.prefix_k = new.prefix_kt = new.prefix_v = new.prefix_valid = new.row_prompt = new.prefix_bias = None
         return new
 
 
@@ -454,12 +449,12 @@ class TinyLlama(nn.Module):
         prefix_bias = cache.prefix_bias
         x = self.embed(ids)
         for i, layer in enumerate(self.layers):
-            prefix_k = prefix_v = None
-            if cache.prefix_k is not None:
-                prefix_k, prefix_v = cache.prefix_k[i], cache.prefix_v[i]
+            prefix_kt = prefix_v = None
+            if cache.prefix_kt is not None:
+                prefix_kt, prefix_v = cache.prefix_kt[i], cache.prefix_v[i]
             qkv = F.linear(kernels.rms_norm(x, layer.attn_norm, layer.eps), layer.qkv.weight)
             att = kernels.decode_attention(qkv, tables.cos, tables.sin, positions, cache.k[i], cache.v[i], start,
-                                           key_valid, prefix_k, prefix_v, cache.row_prompt, prefix_bias)
+                                           key_valid, prefix_kt, prefix_v, cache.row_prompt, prefix_bias)
             x = torch.addmm(x, att, layer.o.weight.t())
             gate_up = F.linear(kernels.rms_norm(x, layer.mlp_norm, layer.eps), layer.gate_up.weight)
             x = torch.addmm(x, kernels.silu_mul(gate_up), layer.down.weight.t())
