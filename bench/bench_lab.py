@@ -2,7 +2,7 @@
 
 Run by hand (not part of the tests), on an otherwise idle machine::
 
-    rlbound lab run --out runs/lab                 # the default preset (about 16 minutes)
+    rlbound lab run --out runs/lab                 # the default preset (about 15 minutes)
     python bench/bench_lab.py --lab runs/lab       # stage times from its lab.json + fresh timings
 
 It prints:
