@@ -61,9 +61,25 @@ def _missing_tools() -> str | None:
         from torch.utils.cpp_extension import is_ninja_available
     except ImportError:  # pragma: no cover - torch without its extension tools
         return "torch.utils.cpp_extension"
+    _put_ninja_on_path()
     if not is_ninja_available():
         return "ninja (pip install ninja)"
     return None
+
+
+def _put_ninja_on_path() -> None:
+    """torch runs ``ninja`` from PATH; the ``ninja`` package (a requirement) installs it beside
+    the Python executable, which is not on PATH in a virtual environment used without activating
+    it: add that directory to this process's PATH."""
+    if shutil.which("ninja"):
+        return
+    try:
+        import ninja
+    except ImportError:
+        return
+    bin_dir = getattr(ninja, "BIN_DIR", None)
+    if bin_dir and shutil.which("ninja", path=bin_dir):
+        os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
 
 
 @functools.lru_cache(maxsize=None)
