@@ -43,6 +43,17 @@ def dtype_name(dtype: torch.dtype) -> str:
 
 
 @functools.lru_cache(maxsize=None)
+def cpuinfo_text() -> str:
+    """Linux's ``/proc/cpuinfo`` (empty where it cannot be read): the CPU's instruction-set flags
+    (x86 ``flags``, Arm ``Features`` lines)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+            return fh.read()
+    except OSError:
+        return ""
+
+
+@functools.lru_cache(maxsize=None)
 def _cpu_has_bfloat16() -> bool:
     machine = platform.machine().lower()
     if platform.system() == "Darwin":
@@ -52,12 +63,7 @@ def _cpu_has_bfloat16() -> bool:
         except (OSError, subprocess.SubprocessError):
             return False
         return out.stdout.strip() == "1"
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
-            text = fh.read()
-    except OSError:
-        return False
-    for line in text.splitlines():
+    for line in cpuinfo_text().splitlines():
         key, _, value = line.partition(":")
         words = set(value.split())
         if key.strip() == "flags" and any(flag in words for flag in _X86_FLAGS):

@@ -52,7 +52,6 @@ inline F16 round_bf16(F16 x) { return {_mm512_castsi512_ps(_mm512_slli_epi32(bf1
 inline F16 operator+(F16 a, F16 b) { return {_mm512_add_ps(a.v, b.v)}; }
 inline F16 operator*(F16 a, F16 b) { return {_mm512_mul_ps(a.v, b.v)}; }
 inline F16 fma(F16 a, F16 b, F16 c) { return {_mm512_fmadd_ps(a.v, b.v, c.v)}; }
-inline F16 max(F16 a, F16 b) { return {_mm512_max_ps(a.v, b.v)}; }
 inline float sum(F16 a) { return _mm512_reduce_add_ps(a.v); }
 inline F16 div(F16 a, F16 b) { return {_mm512_div_ps(a.v, b.v)}; }
 // exp: 2^k * p(r), x = k ln2 + r, |r| <= ln2 / 2, p of degree 6 (about 1 ulp); -inf gives 0
@@ -98,7 +97,6 @@ inline F16 round_bf16(F16 x) { for (float& f : x.v) f = static_cast<float>(bf16(
 inline F16 operator+(F16 a, F16 b) { RLBOUND_LANES(a.v[i] + b.v[i]); }
 inline F16 operator*(F16 a, F16 b) { RLBOUND_LANES(a.v[i] * b.v[i]); }
 inline F16 fma(F16 a, F16 b, F16 c) { RLBOUND_LANES(std::fma(a.v[i], b.v[i], c.v[i])); }
-inline F16 max(F16 a, F16 b) { RLBOUND_LANES(std::max(a.v[i], b.v[i])); }
 inline F16 div(F16 a, F16 b) { RLBOUND_LANES(a.v[i] / b.v[i]); }
 inline F16 exp(F16 x) { RLBOUND_LANES(std::exp(x.v[i])); }
 #undef RLBOUND_LANES
@@ -346,9 +344,9 @@ void sample_rows_impl(const float* logits, const double* u, double t, int64_t ro
         std::vector<float> probs(vocab + 16), logp(vocab + 16);
         for (int64_t r = lo; r < hi; ++r) {
             const float* x = logits + r * vocab;
-            float m = kNegInf, ms = kNegInf;
+            float m = kNegInf;
             for (int64_t i = 0; i < vocab; ++i) m = std::max(m, x[i]);
-            ms = tempered ? m / static_cast<float>(t) : m;
+            const float ms = tempered ? m / static_cast<float>(t) : m;
             // untempered: exp(x - m), its sum; log-probs x - m - log(sum)
             F16 total = splat(0.f), scaled_total = splat(0.f);
             for (int64_t i = 0; i < vocab; i += 16) {

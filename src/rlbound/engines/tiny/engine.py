@@ -209,7 +209,7 @@ class TinyEngine(Engine):
         logits = logits.index_select(0, row_prompt)
         key_valid = None
         # the fused kernels read the cache in the weights' format (bfloat16 halves its traffic)
-        cache_dtype = self.dtype if self.decode == "fused" else KV_CACHE_DTYPE
+        cache_dtype = self.dtype if self._kernels is not None else KV_CACHE_DTYPE
         if len(prompt_ids) <= SHARED_PREFIX_MAX_PROMPTS:  # rows attend their prompt's one copy
             cache = KVCache.with_shared_prefix(prefill, valid, row_prompt, max_new, cache_dtype)
         else:  # each row gets its own copy of its prompt's keys/values

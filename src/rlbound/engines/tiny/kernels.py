@@ -33,6 +33,7 @@ from types import ModuleType
 
 import torch
 
+from rlbound.engines.precision import cpuinfo_text
 from rlbound.errors import RlboundError
 
 SOURCE = Path(__file__).with_name("decode_kernels.cpp")
@@ -44,12 +45,7 @@ def _cpu_signature() -> str:
     """What the build depends on besides the source: torch, Python, and the CPU's instruction set
     (the kernels are compiled with ``-march=native``, so a cache shared by different machines
     must not hand one machine another's binary)."""
-    flags = ""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
-            flags = next((line for line in fh if line.startswith(("flags", "Features"))), "")
-    except OSError:
-        pass
+    flags = next((line for line in cpuinfo_text().splitlines() if line.startswith(("flags", "Features"))), "")
     return f"{torch.__version__}|{sys.version_info[:2]}|{platform.machine()}|{flags}"
 
 

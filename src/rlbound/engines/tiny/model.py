@@ -106,6 +106,7 @@ class KVCache:
         self.v = torch.zeros_like(self.k)
         self.capacity = capacity
         self.length = 0
+        self.zero_fill = True  # see skip_zero_fill
         self.prefix_k: torch.Tensor | None = None  # [n_layers, prompts, heads, width, head_dim]
         self.prefix_v: torch.Tensor | None = None
         self.prefix_kt: torch.Tensor | None = None  # prefix_k transposed: [n_layers, prompts, heads, head_dim, width]
@@ -128,7 +129,7 @@ class KVCache:
         shape[1], shape[3] = len(row_prompt), 0
         new.k = prefix.k.new_zeros(shape, dtype=dtype)
         new.v = torch.zeros_like(new.k)
-        new.capacity, new.length = capacity, 0
+        new.capacity, new.length, new.zero_fill = capacity, 0, True
         new.prefix_k = prefix.k[:, :, :, :n].contiguous()
         new.prefix_v = prefix.v[:, :, :, :n].contiguous()
         new.prefix_kt = new.prefix_k.transpose(-1, -2).contiguous()  # the fused kernels' layout
@@ -160,7 +161,7 @@ class KVCache:
     def _widened(self, data: torch.Tensor, width: int) -> torch.Tensor:
         shape = list(data.shape)
         shape[3] = width
-        wider = data.new_zeros(shape) if getattr(self, "_zero_fill", True) else data.new_empty(shape)
+        wider = data.new_zeros(shape) if self.zero_fill else data.new_empty(shape)
         wider[:, :, :, : self.length] = data[:, :, :, : self.length]
         return wider
 
@@ -168,11 +169,11 @@ class KVCache:
         """Leave columns not yet written uninitialised when the cache grows or drops rows (only the
         written columns are copied): for readers that never look past them (the fused decoding
         kernels). The eager attention reads whole blocks and needs the zeros."""
-        self._zero_fill = False
+        self.zero_fill = False
 
     def select_rows(self, rows: torch.Tensor) -> None:
         """Keep only ``rows`` (a 1-D index tensor), in that order (drops finished samples)."""
-        if not getattr(self, "_zero_fill", True):  # copy the written columns only
+        if not self.zero_fill:  # copy the written columns only
             for name in ("k", "v"):
                 data = getattr(self, name)
                 shape = list(data.shape)
@@ -193,7 +194,7 @@ class KVCache:
         n = self.length
         new.k = self.k[:, :, :, :n].index_select(1, rows).to(dtype or self.k.dtype)
         new.v = self.v[:, :, :, :n].index_select(1, rows).to(dtype or self.k.dtype)
-        new.capacity, new.length = capacity, n
+        new.capacity, new.length, new.zero_fill = capacity, n, True
         new.prefix_k = new.prefix_kt = new.prefix_v = new.prefix_valid = new.row_prompt = new.prefix_bias = None
         return new
 
