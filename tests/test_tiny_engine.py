@@ -169,18 +169,20 @@ def _same(a, b, tol=1e-4):
     assert max((abs(x - y) for x, y in zip(a.token_logprobs, b.token_logprobs)), default=0) <= tol
 
 
-@pytest.mark.parametrize("shared_prefix_max", [0, 8, 1000])
-def test_independent_of_batch_composition(model_dir, engine, monkeypatch, shared_prefix_max):
-    """Per-row prompt copies (0), the default, and always a shared prefix (1000)."""
+@pytest.mark.parametrize("decode, shared_prefix_max", [("eager", 0), ("eager", 8), ("eager", 1000), ("auto", 8)])
+def test_independent_of_batch_composition(model_dir, monkeypatch, decode, shared_prefix_max):
+    """Eager decoding with per-row prompt copies (0), the default, and always a shared prefix
+    (1000); fused decoding (where it builds), which always shares."""
     import rlbound.engines.tiny.engine as engine_module
 
     monkeypatch.setattr(engine_module, "SHARED_PREFIX_MAX_PROMPTS", shared_prefix_max)
+    engine = load_engine("tiny", str(model_dir), batch_size=64, dtype="float32", decode=decode)
     params = SamplingParams(temperature=1.0, max_tokens=24)
     alone = engine.generate([PROMPTS[1]], params, [[11, 12, 13]])[0]
     mixed = engine.generate(PROMPTS, params, [[5, 6], [99, 12, 11, 13], [7]])
     for got, want in zip([mixed[1][2], mixed[1][1], mixed[1][3]], alone):
         _same(got, want)
-    small = load_engine("tiny", str(model_dir), batch_size=3, dtype="float32")  # a prompt's samples span batches
+    small = load_engine("tiny", str(model_dir), batch_size=3, dtype="float32", decode=decode)  # samples span batches
     spread = small.generate(PROMPTS, params, [[5], [11, 12, 13], [7, 8]])
     for got, want in zip(spread[1], alone):
         _same(got, want)

@@ -62,29 +62,56 @@ def _caches(model, prompts, n_rows, decode_dtype, shared):
     return logits[row_prompt], cache, key_valid, lens
 
 
-@pytest.mark.parametrize("dtype", FORMATS)
+# (format, kernels, (d_model, heads)): head sizes 32 (the attention's fast path) and 24 (masked
+# tail); the whole-layer kernel (bfloat16, AVX512-BF16) needs d_model a multiple of 64
+STEP_CASES = [(dtype, "per layer", shape) for dtype in FORMATS for shape in [(64, 2), (48, 2)]]
+STEP_CASES.append((torch.bfloat16, "whole layers", (64, 2)))
+
+
+@pytest.mark.parametrize("dtype, kernel, shape", STEP_CASES)
 @pytest.mark.parametrize("layout", ["one shared prompt", "shared padded prompts", "copied prompts"])
-@pytest.mark.parametrize("shape", [(64, 2), (48, 2)])  # head sizes 32 (fast path) and 24 (masked tail)
-def test_a_fused_decoding_step_computes_what_the_model_does(kernels, dtype, layout, shape):
+def test_a_fused_decoding_step_computes_what_the_model_does(kernels, dtype, kernel, shape, layout):
     torch.manual_seed(1)
     d_model, heads = shape
+    if kernel == "whole layers" and not kernels.bf16_dot_available():
+        pytest.skip("no AVX512-BF16 on this CPU")
     model = TinyLlama(TinyConfig(d_model=d_model, n_heads=heads, n_layers=2, d_ff=96, max_seq_len=64)).to(dtype).eval()
+    tables = model.decode_tables(kernels if kernel == "whole layers" else None)
+    assert (tables.layers is not None) == (kernel == "whole layers")
     prompts = {"one shared prompt": [[1, 5, 9, 13]],
                "shared padded prompts": [[1, 5, 9], [1, 7, 7, 7, 2, 3], [1, 4]],
                "copied prompts": [[1, 5, 9], [1, 7, 7, 7, 2, 3], [1, 4]]}[layout]
     shared = layout != "copied prompts"
     with torch.inference_mode():
-        _, eager_cache, eager_valid, pos = _caches(model, prompts, 9, torch.float32, shared)
-        _, fused_cache, fused_valid, _ = _caches(model, prompts, 9, dtype, shared)
-        token = torch.arange(9) % 20 + 3
+        rows = 21  # the whole-layer kernel: a block of 16 rows and one of 5 (row tiles of 4 and 1)
+        _, eager_cache, eager_valid, pos = _caches(model, prompts, rows, torch.float32, shared)
+        _, fused_cache, fused_valid, _ = _caches(model, prompts, rows, dtype, shared)
+        token = torch.arange(rows) % 20 + 3
         worst = 0.0
         for _ in range(5):  # several steps: each reads the columns the earlier ones wrote
             want = model(token[:, None], positions=pos[:, None], cache=eager_cache, key_valid=eager_valid, last_only=True)
-            got = model.decode_step(token, pos, fused_cache, fused_valid, kernels, model.decode_tables())
+            got = model.decode_step(token, pos, fused_cache, fused_valid, kernels, tables)
             worst = max(worst, float((got - want).abs().max() / want.abs().max()))
             token, pos = want.argmax(-1), pos + 1
     assert fused_cache.length == eager_cache.length
     assert worst < (1e-5 if dtype is torch.float32 else 3e-2), worst
+
+
+@pytest.mark.parametrize("rows", [1, 3, 16, 37])
+def test_packed_linear_matches_a_float32_matmul(kernels, rows):
+    """The whole-layer kernel's matmul (AVX512-BF16 dot products over packed weights) against
+    float32 products of the same bfloat16 numbers, at row counts with every tile tail."""
+    if not kernels.bf16_dot_available():
+        pytest.skip("no AVX512-BF16 on this CPU")
+    from rlbound.engines.tiny.model import PackedLayers
+
+    torch.manual_seed(2)
+    for n, k in [(128, 128), (384, 128), (64, 96)]:
+        a, w = torch.randn(rows, k).bfloat16(), torch.randn(n, k).bfloat16()
+        got = kernels.packed_linear(a, PackedLayers.pack(w))
+        torch.testing.assert_close(got, a.float() @ w.float().t(), atol=1e-4, rtol=1e-5)
+    with pytest.raises(RuntimeError, match="n a multiple of 64"):
+        kernels.packed_linear(a, PackedLayers.pack(torch.randn(48, k).bfloat16()))
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +122,7 @@ def trained_tiny(exported_arithmetic_model):
 
 
 @pytest.mark.parametrize("dtype", FORMATS)
-@pytest.mark.parametrize("n_prompts", [4, 10])  # 10: more than a batch shares, each row copies its prompt
+@pytest.mark.parametrize("n_prompts", [4, 10])  # 10: more than an eager batch shares (it copies; fused shares)
 def test_fused_and_eager_engines_sample_alike(trained_tiny, dtype, n_prompts):
     model, tok = trained_tiny
     model = model.to(dtype)
@@ -117,7 +144,10 @@ def test_fused_and_eager_engines_sample_alike(trained_tiny, dtype, n_prompts):
         assert worst < 1e-4, worst
     else:  # rounding moves an inverse-CDF draw to a neighbouring token now and then
         assert same >= 0.7 * len(pairs)
-    assert TinyEngine.from_model(model, tok, decode="fused").info().details["decode"] == "fused"
+    details = TinyEngine.from_model(model, tok, decode="fused").info().details
+    assert details["decode"] == "fused"
+    whole = dtype is torch.bfloat16 and fused_kernels().bf16_dot_available()
+    assert details["decode_kernels"] == ("whole layers" if whole else "per layer")
 
 
 def test_decode_modes_are_checked(trained_tiny):

@@ -7,7 +7,7 @@ field carries its help text, which :func:`config_toml` writes as comments, so
 
 Presets (:data:`PRESETS`): ``quick`` (the test suite's: under 3 minutes on 2 cores, n = 64),
 ``default`` (the README's main command: under 15 minutes, n = 256, GRPO and DSRL) and ``full``
-(3x longer pretraining, the teacher from scratch, 40 test problems per family, every RL algorithm with 3
+(3x longer pretraining, the teacher from scratch, 100 test problems per family, every RL algorithm with 3
 seeds, and a learning-rate sweep of NSR and W-REINFORCE). A config file overrides a preset key by key; unknown
 sections or keys and wrongly typed values are one-line errors naming the file and the key.
 
@@ -237,7 +237,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     },
     "default": {},
     "full": {
-        "world": {"test_problems": 40},
+        "world": {"test_problems": 100},
         "base_corpus": {"problems": 12000},
         "teacher_corpus": {"problems": 12000},
         "pretrain": {"steps": 1800},

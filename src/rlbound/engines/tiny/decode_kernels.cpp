@@ -2,7 +2,9 @@
 // by rlbound.engines.tiny.kernels. What they replace, per layer, is a few dozen small torch
 // operations whose fixed cost dominated a CPU decoding step: RMSNorm, SwiGLU's gate, and all of
 // attention (rotary embedding of q and k, the cache write, scores over a shared prompt prefix and
-// the row's own columns, float32 softmax, the weighted sum of values). The matmuls stay torch's.
+// the row's own columns, float32 softmax, the weighted sum of values). In float32, or without
+// AVX512-BF16, the matmuls stay torch's; in bfloat16 with AVX512-BF16 decode_layers runs every layer
+// of a step, its matmuls included (dot products over packed weights), one parallel region per layer.
 //
 // Formats: activations float32 or bfloat16 (the weights' format); the cache float32 or bfloat16;
 // every sum, the softmax and the norms in float32. Rows and heads are independent tasks spread
@@ -332,6 +334,62 @@ void decode_attention_impl(const T* qkv, const float* cos, const float* sin, con
     });
 }
 
+#if defined(__AVX512BF16__) && defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
+#define RLBOUND_BF16_DOT 1
+// ---- bfloat16 matmuls by AVX512-BF16 dot products (vdpbf16ps), for whole decoding layers -----
+// A layer of a few rows is too small for a library GEMM's fixed cost per call (oneDNN spends about
+// 17 us per bfloat16 call on an AMD EPYC whatever the size). Here a weight W [n, k] (a torch Linear's)
+// is packed as [n / 16][k / 2][16][2] (pack: w.view(n/16, 16, k/2, 2).transpose(1, 2)), so one 64-byte
+// load holds a pair of k for 16 output columns and one instruction adds both products to 16
+// float32 sums. Tiles of kRows rows x 64 columns (16 accumulators in registers).
+constexpr int64_t kRows = 4;
+
+template <int MR>
+inline void dot_tile(const bf16* a, int64_t lda, const bf16* wp, int64_t pairs, int64_t nb0, float* c, int64_t ldc) {
+    __m512 acc[MR][4];
+    for (int r = 0; r < MR; ++r)
+        for (int v = 0; v < 4; ++v) acc[r][v] = _mm512_setzero_ps();
+    const bf16* w0 = wp + nb0 * pairs * 32;
+    const int64_t stride = pairs * 32;  // one 16-column block of the packed weight
+    for (int64_t kp = 0; kp < pairs; ++kp) {
+        __m512bh w[4];
+        for (int v = 0; v < 4; ++v) w[v] = (__m512bh)_mm512_loadu_si512(w0 + v * stride + kp * 32);
+        for (int r = 0; r < MR; ++r) {
+            int32_t pair;
+            std::memcpy(&pair, a + r * lda + 2 * kp, sizeof pair);
+            const __m512bh x = (__m512bh)_mm512_set1_epi32(pair);
+            for (int v = 0; v < 4; ++v) acc[r][v] = _mm512_dpbf16_ps(acc[r][v], x, w[v]);
+        }
+    }
+    for (int r = 0; r < MR; ++r)
+        for (int v = 0; v < 4; ++v) _mm512_storeu_ps(c + r * ldc + nb0 * 16 + v * 16, acc[r][v]);
+}
+
+// c[r, :n] = a[r, :k] . W^T in float32 for r < rows (W packed as above; n a multiple of 64, k even)
+inline void dot_rows(const bf16* a, int64_t lda, int64_t rows, const bf16* wp, int64_t n, int64_t k, float* c) {
+    const int64_t pairs = k / 2;
+    for (int64_t nb0 = 0; nb0 < n / 16; nb0 += 4)
+        for (int64_t r0 = 0; r0 < rows; r0 += kRows) {
+            const bf16* ar = a + r0 * lda;
+            float* cr = c + r0 * n;
+            switch (std::min<int64_t>(kRows, rows - r0)) {
+                case 4: dot_tile<4>(ar, lda, wp, pairs, nb0, cr, n); break;
+                case 3: dot_tile<3>(ar, lda, wp, pairs, nb0, cr, n); break;
+                case 2: dot_tile<2>(ar, lda, wp, pairs, nb0, cr, n); break;
+                default: dot_tile<1>(ar, lda, wp, pairs, nb0, cr, n); break;
+            }
+        }
+}
+
+inline void round_rows(const float* c, int64_t count, bf16* out) {  // out = c in bfloat16
+    for (int64_t i = 0; i < count; i += 16) store(out + i, load(c + i, count - i), count - i);
+}
+
+inline void add_rows(const float* c, int64_t count, bf16* x) {  // x = bfloat16(x + c), rounded once
+    for (int64_t i = 0; i < count; i += 16) store(x + i, load(x + i, count - i) + load(c + i, count - i), count - i);
+}
+#endif
+
 // Inverse-CDF sampling of one token per row at temperature t, as rlbound.engines.sampling's
 // sample_next computes it without top-k/top-p: probabilities softmax(logits / t) in float32, their
 // running sum in float64, the first token whose running sum exceeds u * total; with the chosen
@@ -429,19 +487,28 @@ at::Tensor silu_mul(const at::Tensor& gate_up) {
     return out;
 }
 
-at::Tensor decode_attention(const at::Tensor& qkv, const at::Tensor& cos, const at::Tensor& sin,
-                            const at::Tensor& positions, at::Tensor keys, at::Tensor values, int64_t start,
-                            const c10::optional<at::Tensor>& own_valid,
-                            const c10::optional<at::Tensor>& prefix_kt, const c10::optional<at::Tensor>& prefix_v,
-                            const c10::optional<at::Tensor>& row_prompt,
-                            const c10::optional<at::Tensor>& prefix_bias) {
-    check_format(qkv, "decode_attention: qkv must be contiguous float32 or bfloat16 [batch, 3 * d_model]");
+// What a step's attention reads besides q/k/v, checked once (decode_attention, decode_layers)
+struct AttentionInputs {
+    int64_t b = 0, heads = 0, cols = 0, hd = 0, width = 0, valid_stride = 0;
+    const int64_t* pos = nullptr;
+    const bool* valid = nullptr;
+    const float *pk = nullptr, *pv = nullptr, *pbias = nullptr;
+    const int64_t* prompts = nullptr;
+};
+
+AttentionInputs attention_inputs(const at::Tensor& cos, const at::Tensor& sin, const at::Tensor& positions,
+                                 const at::Tensor& keys, const at::Tensor& values, int64_t start,
+                                 const c10::optional<at::Tensor>& own_valid,
+                                 const c10::optional<at::Tensor>& prefix_kt, const c10::optional<at::Tensor>& prefix_v,
+                                 const c10::optional<at::Tensor>& row_prompt,
+                                 const c10::optional<at::Tensor>& prefix_bias) {
     check_format(keys, "decode_attention: keys must be a contiguous float32 or bfloat16 cache");
     check(values.sizes() == keys.sizes() && values.scalar_type() == keys.scalar_type() && values.is_contiguous(),
           "decode_attention: values must match keys");
-    check(keys.dim() == 4 && qkv.dim() == 2 && qkv.size(0) == keys.size(0) && qkv.size(1) == 3 * keys.size(1) * keys.size(3),
-          "decode_attention: keys must be [batch, heads, columns, head_dim] matching qkv");
-    const int64_t b = keys.size(0), heads = keys.size(1), cols = keys.size(2), hd = keys.size(3);
+    check(keys.dim() == 4, "decode_attention: keys must be [batch, heads, columns, head_dim]");
+    AttentionInputs in;
+    const int64_t b = in.b = keys.size(0), heads = in.heads = keys.size(1), cols = in.cols = keys.size(2),
+                  hd = in.hd = keys.size(3);
     check(hd % 2 == 0 && hd <= 16 * kMaxHeadChunks, "decode_attention: head_dim must be even and at most 256");
     check(start >= 0 && start < cols, "decode_attention: start must be a column of the cache");
     check(cos.scalar_type() == at::kFloat && sin.scalar_type() == at::kFloat && cos.is_contiguous() && sin.is_contiguous()
@@ -449,22 +516,16 @@ at::Tensor decode_attention(const at::Tensor& qkv, const at::Tensor& cos, const 
           "decode_attention: cos and sin must be float32 tables [max_seq_len, head_dim]");
     check(positions.scalar_type() == at::kLong && positions.is_contiguous() && positions.numel() == b,
           "decode_attention: positions must be int64 [batch]");
-    const int64_t* pos = positions.data_ptr<int64_t>();
+    const int64_t* pos = in.pos = positions.data_ptr<int64_t>();
     for (int64_t r = 0; r < b; ++r)
         TORCH_CHECK(pos[r] >= 0 && pos[r] < cos.size(0), "tiny model: position ", pos[r], " is beyond max_seq_len ", cos.size(0));
-    const bool* valid = nullptr;
-    int64_t valid_stride = 0;
     if (own_valid && own_valid->defined()) {
         check(own_valid->scalar_type() == at::kBool && own_valid->dim() == 2 && own_valid->size(0) == b
               && own_valid->size(1) > start && own_valid->stride(1) == 1,
               "decode_attention: own_valid must be bool [batch, > start] with contiguous rows");
-        valid = own_valid->data_ptr<bool>();
-        valid_stride = own_valid->stride(0);
+        in.valid = own_valid->data_ptr<bool>();
+        in.valid_stride = own_valid->stride(0);
     }
-    int64_t width = 0;
-    const void *pk = nullptr, *pv = nullptr;
-    const int64_t* prompts = nullptr;
-    const float* pbias = nullptr;
     if (prefix_kt && prefix_kt->defined()) {
         check(prefix_v && prefix_v->defined() && row_prompt && row_prompt->defined(),
               "decode_attention: a prefix needs prefix_v and row_prompt");
@@ -476,39 +537,173 @@ at::Tensor decode_attention(const at::Tensor& qkv, const at::Tensor& cos, const 
               "values [prompts, heads, width, head_dim]");
         check(row_prompt->scalar_type() == at::kLong && row_prompt->is_contiguous() && row_prompt->numel() == b,
               "decode_attention: row_prompt must be int64 [batch]");
-        width = prefix_kt->size(3);
-        pk = prefix_kt->data_ptr();
-        pv = prefix_v->data_ptr();
-        prompts = row_prompt->data_ptr<int64_t>();
+        const int64_t width = in.width = prefix_kt->size(3);
+        in.pk = prefix_kt->data_ptr<float>();
+        in.pv = prefix_v->data_ptr<float>();
+        in.prompts = row_prompt->data_ptr<int64_t>();
         const int64_t n_prompts = prefix_kt->size(0);
         auto rp = row_prompt->accessor<int64_t, 1>();
         for (int64_t r = 0; r < b; ++r) check(rp[r] >= 0 && rp[r] < n_prompts, "decode_attention: row_prompt out of range");
         if (prefix_bias && prefix_bias->defined()) {
             check(prefix_bias->scalar_type() == at::kFloat && prefix_bias->is_contiguous()
                   && prefix_bias->numel() == n_prompts * width, "decode_attention: prefix_bias must be float32 [prompts, width]");
-            pbias = prefix_bias->data_ptr<float>();
+            in.pbias = prefix_bias->data_ptr<float>();
         }
     }
+    return in;
+}
+
+// decode_attention_impl for rows r0 .. r0 + rows of in's batch (qkv and out: those rows' own),
+// its head size dispatched to the unrolled loops
+template <typename T, typename C>
+void attend(const AttentionInputs& in, const T* qkv, const float* cos, const float* sin, C* keys, C* values,
+            int64_t start, int64_t r0, int64_t rows, T* out) {
+    const int64_t cache_row = in.heads * in.cols * in.hd;
+    const bool* valid = in.valid ? in.valid + r0 * in.valid_stride : nullptr;
+    const int64_t* prompts = in.prompts ? in.prompts + r0 : nullptr;
+#define RLBOUND_ATTEND(CH)                                                                                        \
+    decode_attention_impl<T, C, CH>(qkv, cos, sin, in.pos + r0, keys + r0 * cache_row, values + r0 * cache_row, rows, \
+                                    in.heads, in.hd, in.cols, start, valid, in.valid_stride, in.pk, in.pv, prompts,   \
+                                    in.pbias, in.width, out)
+    switch (in.hd) {
+        case 16: RLBOUND_ATTEND(1); break;
+        case 32: RLBOUND_ATTEND(2); break;
+        case 64: RLBOUND_ATTEND(4); break;
+        default: RLBOUND_ATTEND(0); break;
+    }
+#undef RLBOUND_ATTEND
+}
+
+at::Tensor decode_attention(const at::Tensor& qkv, const at::Tensor& cos, const at::Tensor& sin,
+                            const at::Tensor& positions, at::Tensor keys, at::Tensor values, int64_t start,
+                            const c10::optional<at::Tensor>& own_valid,
+                            const c10::optional<at::Tensor>& prefix_kt, const c10::optional<at::Tensor>& prefix_v,
+                            const c10::optional<at::Tensor>& row_prompt,
+                            const c10::optional<at::Tensor>& prefix_bias) {
+    check_format(qkv, "decode_attention: qkv must be contiguous float32 or bfloat16 [batch, 3 * d_model]");
+    const AttentionInputs in = attention_inputs(cos, sin, positions, keys, values, start, own_valid, prefix_kt, prefix_v,
+                                                row_prompt, prefix_bias);
+    const int64_t b = in.b, heads = in.heads, cols = in.cols, hd = in.hd;
+    check(qkv.dim() == 2 && qkv.size(0) == b && qkv.size(1) == 3 * heads * hd,
+          "decode_attention: qkv must be [batch, 3 * heads * head_dim] of the cache");
     auto out = at::empty({b, heads * hd}, qkv.options());
-    const float *c = cos.data_ptr<float>(), *s = sin.data_ptr<float>();
-#define RLBOUND_ATTENTION_CH(T, C, CH)                                                                      \
-    decode_attention_impl<T, C, CH>(qkv.data_ptr<T>(), c, s, pos, keys.data_ptr<C>(), values.data_ptr<C>(), b,   \
-                                    heads, hd, cols, start, valid, valid_stride, static_cast<const float*>(pk), \
-                                    static_cast<const float*>(pv), prompts, pbias, width, out.data_ptr<T>())
-#define RLBOUND_ATTENTION(T, C)                           \
-    do {                                                  \
-        if (hd == 16) RLBOUND_ATTENTION_CH(T, C, 1);      \
-        else if (hd == 32) RLBOUND_ATTENTION_CH(T, C, 2); \
-        else if (hd == 64) RLBOUND_ATTENTION_CH(T, C, 4); \
-        else RLBOUND_ATTENTION_CH(T, C, 0);               \
-    } while (0)
-    if (is_bf16(qkv) && is_bf16(keys)) RLBOUND_ATTENTION(bf16, bf16);
-    else if (is_bf16(qkv)) RLBOUND_ATTENTION(bf16, float);
-    else if (is_bf16(keys)) RLBOUND_ATTENTION(float, bf16);
-    else RLBOUND_ATTENTION(float, float);
-#undef RLBOUND_ATTENTION
-#undef RLBOUND_ATTENTION_CH
+    const float *c = cos.data_ptr<float>(), *sn = sin.data_ptr<float>();
+    if (is_bf16(qkv) && is_bf16(keys)) attend(in, qkv.data_ptr<bf16>(), c, sn, keys.data_ptr<bf16>(), values.data_ptr<bf16>(), start, 0, b, out.data_ptr<bf16>());
+    else if (is_bf16(qkv)) attend(in, qkv.data_ptr<bf16>(), c, sn, keys.data_ptr<float>(), values.data_ptr<float>(), start, 0, b, out.data_ptr<bf16>());
+    else if (is_bf16(keys)) attend(in, qkv.data_ptr<float>(), c, sn, keys.data_ptr<bf16>(), values.data_ptr<bf16>(), start, 0, b, out.data_ptr<float>());
+    else attend(in, qkv.data_ptr<float>(), c, sn, keys.data_ptr<float>(), values.data_ptr<float>(), start, 0, b, out.data_ptr<float>());
     return out;
+}
+
+bool bf16_dot_available() {
+#ifdef RLBOUND_BF16_DOT
+    return true;
+#else
+    return false;
+#endif
+}
+
+// a [rows, k] times a packed weight (see dot_tile) transposed, float32 [rows, n]: the layers'
+// matmul on its own, for tests and benchmarks
+at::Tensor packed_linear(const at::Tensor& a, const at::Tensor& packed) {
+#ifndef RLBOUND_BF16_DOT
+    TORCH_CHECK(false, "tiny decode kernels: packed_linear needs a CPU with AVX512-BF16");
+    return a;
+#else
+    check(is_bf16(a) && a.is_contiguous() && a.dim() == 2, "packed_linear: a must be contiguous bfloat16 [rows, k]");
+    check(is_bf16(packed) && packed.is_contiguous() && packed.dim() == 4 && packed.size(2) == 16 && packed.size(3) == 2
+          && packed.size(1) * 2 == a.size(1) && packed.size(0) % 4 == 0,
+          "packed_linear: the weight must be packed bfloat16 [n/16, k/2, 16, 2] with n a multiple of 64");
+    const int64_t rows = a.size(0), k = a.size(1), n = packed.size(0) * 16;
+    auto c = at::empty({rows, n}, a.options().dtype(at::kFloat));
+    constexpr int64_t kBlock = 16;
+    at::parallel_for(0, (rows + kBlock - 1) / kBlock, 1, [&](int64_t lo, int64_t hi) {
+        for (int64_t blk = lo; blk < hi; ++blk) {
+            const int64_t r0 = blk * kBlock;
+            dot_rows(a.data_ptr<bf16>() + r0 * k, k, std::min(kBlock, rows - r0), packed.data_ptr<bf16>(), n, k,
+                     c.data_ptr<float>() + r0 * n);
+        }
+    });
+    return c;
+#endif
+}
+
+// Every layer of one bfloat16 decoding step: x [batch, d] (the embedded tokens) becomes the last
+// layer's residual stream, in place. Per layer and block of rows: RMSNorm, qkv = h W_qkv^T,
+// attention as decode_attention, x += att W_o^T, RMSNorm, SwiGLU, x += hidden W_down^T, with
+// float32 sums rounded to bfloat16 where torch's bfloat16 matmuls round (their outputs; the
+// residual add once). Weights packed (see dot_tile), stacked over layers: qkv [L, 3d/16, d/2, 16, 2],
+// o [L, d/16, d/2, 16, 2], gate_up [L, 2f/16, d/2, 16, 2], down [L, d/16, f/2, 16, 2]; norms [L, d].
+// One parallel region per layer, blocks of rows as tasks: a layer's weights stay in cache.
+at::Tensor decode_layers(at::Tensor x, const at::Tensor& attn_norm, const at::Tensor& qkv_w, const at::Tensor& o_w,
+                         const at::Tensor& mlp_norm, const at::Tensor& gate_up_w, const at::Tensor& down_w, double eps,
+                         const at::Tensor& cos, const at::Tensor& sin, const at::Tensor& positions, at::Tensor keys,
+                         at::Tensor values, int64_t start, const c10::optional<at::Tensor>& own_valid,
+                         const c10::optional<at::Tensor>& prefix_kt, const c10::optional<at::Tensor>& prefix_v,
+                         const c10::optional<at::Tensor>& row_prompt, const c10::optional<at::Tensor>& prefix_bias) {
+#ifndef RLBOUND_BF16_DOT
+    TORCH_CHECK(false, "tiny decode kernels: decode_layers needs a CPU with AVX512-BF16");
+    return x;
+#else
+    check(is_bf16(x) && x.is_contiguous() && x.dim() == 2, "decode_layers: x must be contiguous bfloat16 [batch, d]");
+    check(keys.dim() == 5 && values.sizes() == keys.sizes() && is_bf16(keys) && is_bf16(values) && keys.is_contiguous()
+          && values.is_contiguous(), "decode_layers: keys/values must be contiguous bfloat16 [layers, batch, heads, cols, hd]");
+    const int64_t layers = keys.size(0), b = keys.size(1), heads = keys.size(2), cols = keys.size(3), hd = keys.size(4);
+    const int64_t d = x.size(1), f = down_w.size(2) * 2;
+    check(x.size(0) == b && heads * hd == d, "decode_layers: x must be [batch, heads * head_dim] of the cache");
+    for (const at::Tensor* w : {&qkv_w, &o_w, &gate_up_w, &down_w})
+        check(is_bf16(*w) && w->is_contiguous() && w->dim() == 5 && w->size(0) == layers && w->size(3) == 16 && w->size(4) == 2,
+              "decode_layers: weights must be packed contiguous bfloat16 [layers, n/16, k/2, 16, 2]");
+    check(qkv_w.size(1) * 16 == 3 * d && qkv_w.size(2) * 2 == d && o_w.size(1) * 16 == d && o_w.size(2) * 2 == d
+          && gate_up_w.size(1) * 16 == 2 * f && gate_up_w.size(2) * 2 == d && down_w.size(1) * 16 == d
+          && d % 64 == 0 && (2 * f) % 64 == 0, "decode_layers: weight shapes do not match d and d_ff (d, 2 d_ff multiples of 64)");
+    check(is_bf16(attn_norm) && is_bf16(mlp_norm) && attn_norm.is_contiguous() && mlp_norm.is_contiguous()
+          && attn_norm.numel() == layers * d && mlp_norm.numel() == layers * d, "decode_layers: norms must be bfloat16 [layers, d]");
+    check(start >= 0 && start < cols, "decode_layers: start must be a column of the cache");
+    c10::optional<at::Tensor> prefix_kt0, prefix_v0;  // every layer's prompt has the same shape: check the first
+    if (prefix_kt && prefix_kt->defined()) {
+        check(prefix_v && prefix_v->defined() && prefix_kt->dim() == 5 && prefix_v->dim() == 5 && prefix_kt->size(0) == layers
+              && prefix_v->size(0) == layers, "decode_layers: prefix keys/values must be [layers, ...]");
+        prefix_kt0 = (*prefix_kt)[0];
+        prefix_v0 = (*prefix_v)[0];
+    }
+    const AttentionInputs in = attention_inputs(cos, sin, positions, keys[0], values[0], start, own_valid, prefix_kt0,
+                                                prefix_v0, row_prompt, prefix_bias);
+    const int64_t layer_cache = b * heads * cols * hd, layer_prefix = prefix_kt0 ? prefix_kt0->numel() : 0;
+    bf16* xs = x.data_ptr<bf16>();
+    constexpr int64_t kBlock = 16;  // rows per task
+    const int64_t blocks = (b + kBlock - 1) / kBlock;
+    for (int64_t l = 0; l < layers; ++l) {
+        const bf16 *wq = qkv_w.data_ptr<bf16>() + l * qkv_w[0].numel(), *wo = o_w.data_ptr<bf16>() + l * o_w[0].numel();
+        const bf16 *wg = gate_up_w.data_ptr<bf16>() + l * gate_up_w[0].numel();
+        const bf16* wd = down_w.data_ptr<bf16>() + l * down_w[0].numel();
+        const bf16 *n1 = attn_norm.data_ptr<bf16>() + l * d, *n2 = mlp_norm.data_ptr<bf16>() + l * d;
+        bf16 *kl = keys.data_ptr<bf16>() + l * layer_cache, *vl = values.data_ptr<bf16>() + l * layer_cache;
+        AttentionInputs layer_in = in;
+        if (in.pk) layer_in.pk += l * layer_prefix, layer_in.pv += l * layer_prefix;
+        at::parallel_for(0, blocks, 1, [&](int64_t lo, int64_t hi) {
+            std::vector<bf16> h(kBlock * d), qkv(kBlock * 3 * d), att(kBlock * d), gu(kBlock * 2 * f), hid(kBlock * f);
+            std::vector<float> acc(kBlock * std::max(3 * d, 2 * f));
+            for (int64_t blk = lo; blk < hi; ++blk) {
+                const int64_t r0 = blk * kBlock, rows = std::min(kBlock, b - r0);
+                bf16* xr = xs + r0 * d;
+                rms_norm_impl(xr, n1, h.data(), rows, d, eps);
+                dot_rows(h.data(), d, rows, wq, 3 * d, d, acc.data());
+                round_rows(acc.data(), rows * 3 * d, qkv.data());
+                attend(layer_in, qkv.data(), cos.data_ptr<float>(), sin.data_ptr<float>(), kl, vl, start, r0, rows, att.data());
+                dot_rows(att.data(), d, rows, wo, d, d, acc.data());
+                add_rows(acc.data(), rows * d, xr);
+                rms_norm_impl(xr, n2, h.data(), rows, d, eps);
+                dot_rows(h.data(), d, rows, wg, 2 * f, d, acc.data());
+                round_rows(acc.data(), rows * 2 * f, gu.data());
+                silu_mul_impl(gu.data(), hid.data(), rows, f);
+                dot_rows(hid.data(), f, rows, wd, d, f, acc.data());
+                add_rows(acc.data(), rows * d, xr);
+            }
+        });
+    }
+    return x;
+#endif
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> sample_rows(const at::Tensor& logits, const at::Tensor& uniforms,

@@ -85,8 +85,11 @@ about what a full step does (on CPU a small decoding step is all per-operation o
 restart reproduces them (tokens depend only on the row's seed and step, up to float rounding)
 and costs the few tokens they had generated."""
 SHARED_PREFIX_MAX_PROMPTS = 8
-"""Batches with at most this many distinct prompts keep one copy of each prompt's keys/values,
-attended by all its samples; batches with more copy the prompt into every row."""
+"""In eager decoding, batches with at most this many distinct prompts keep one copy of each
+prompt's keys/values, attended by all its samples; batches with more copy the prompt into every
+row (the eager attention gathers a shared prompt per row). Fused decoding always shares: its
+attention kernel finds a row's prompt by index, and the rows of one prompt then read the same
+keys while they are in cache (1.2-1.7x faster on 16 prompts x 16 samples than copies)."""
 
 
 def _cut_stop(tokens: list[int], tokenizer: CharTokenizer, n_chars: int) -> list[int]:
@@ -210,7 +213,8 @@ class TinyEngine(Engine):
         key_valid = None
         # the fused kernels read the cache in the weights' format (bfloat16 halves its traffic)
         cache_dtype = self.dtype if self._kernels is not None else KV_CACHE_DTYPE
-        if len(prompt_ids) <= SHARED_PREFIX_MAX_PROMPTS:  # rows attend their prompt's one copy
+        shared = self._kernels is not None or len(prompt_ids) <= SHARED_PREFIX_MAX_PROMPTS
+        if shared:  # rows attend their prompt's one copy
             cache = KVCache.with_shared_prefix(prefill, valid, row_prompt, max_new, cache_dtype)
         else:  # each row gets its own copy of its prompt's keys/values
             cache = prefill.expanded(row_prompt, width + max_new, cache_dtype)
@@ -219,7 +223,7 @@ class TinyEngine(Engine):
         tables = None
         if self._kernels is not None:
             cache.skip_zero_fill()
-            tables = model.decode_tables()
+            tables = model.decode_tables(self._kernels)
         del prefill
         pos = row_len.clone()
 
@@ -370,6 +374,8 @@ class TinyEngine(Engine):
             "dtype": dtype_name(self.dtype),
             "decode": self.decode,
         }
+        if self._kernels is not None:  # samples differ by float rounding between the two now and then
+            details["decode_kernels"] = "whole layers" if self.model.fits_layer_kernel(self._kernels) else "per layer"
         if self._weights_digest is None:
             weights = Path(self.model_dir) / WEIGHTS_FILE
             if weights.is_file():

@@ -3,7 +3,10 @@
 A CPU decoding step of a tiny model is mostly the fixed cost of small torch operations (about
 forty per layer), not arithmetic. The C++ kernels do a layer's RMSNorms, SwiGLU gate and whole
 attention (rotary embedding, cache write, shared-prefix and own-column scores, float32 softmax,
-weighted values) in three calls, leaving torch only the matmuls; see
+weighted values) in three calls, leaving torch only the matmuls; in bfloat16 on a CPU with
+AVX512-BF16 one call (``decode_layers``) runs every layer, its matmuls as bfloat16 dot products
+over weights packed once per batch (a library GEMM's fixed cost per call, about 17 us in bfloat16
+on an AMD EPYC, was most of a small step's matmul time); see
 :meth:`rlbound.engines.tiny.model.TinyLlama.decode_step`.
 
 They are built with torch's C++ extension machinery (``torch.utils.cpp_extension.load_inline``:
@@ -38,7 +41,7 @@ from rlbound.errors import RlboundError
 
 SOURCE = Path(__file__).with_name("decode_kernels.cpp")
 DECODE_MODES = ("auto", "fused", "eager")
-_FUNCTIONS = ["rms_norm", "silu_mul", "decode_attention", "sample_rows"]
+_FUNCTIONS = ["rms_norm", "silu_mul", "decode_attention", "sample_rows", "bf16_dot_available", "packed_linear", "decode_layers"]
 
 
 def _cpu_signature() -> str:

@@ -270,12 +270,42 @@ class DecodeBias:
 @dataclass
 class DecodeTables:
     """Float32 copies a fused decoding step reads (:meth:`TinyLlama.decode_tables`): the rotary
-    tables ``[max_seq_len, head_dim]``, the final norm's weight and the output projection."""
+    tables ``[max_seq_len, head_dim]``, the final norm's weight and the output projection; and
+    for the whole-layer kernel (bfloat16 weights on a CPU with AVX512-BF16) the layers' weights
+    packed for its dot products, else None."""
 
     cos: torch.Tensor
     sin: torch.Tensor
     norm: torch.Tensor
     head: torch.Tensor
+    layers: "PackedLayers | None" = None
+
+
+@dataclass(frozen=True)
+class PackedLayers:
+    """Every layer's weights, stacked ``[n_layers, ...]``, as ``decode_layers`` reads them: the
+    norms as they are, each linear weight ``[n, k]`` as ``[n / 16, k / 2, 16, 2]`` (a pair of
+    inputs for 16 outputs per 64 bytes)."""
+
+    attn_norm: torch.Tensor
+    qkv: torch.Tensor
+    o: torch.Tensor
+    mlp_norm: torch.Tensor
+    gate_up: torch.Tensor
+    down: torch.Tensor
+
+    @staticmethod
+    def pack(weight: torch.Tensor) -> torch.Tensor:
+        n, k = weight.shape
+        return weight.detach().reshape(n // 16, 16, k // 2, 2).transpose(1, 2).contiguous()
+
+    @classmethod
+    def of(cls, layers) -> "PackedLayers":
+        def stack(get):
+            return torch.stack([get(layer) for layer in layers]).contiguous()
+        return cls(stack(lambda b: b.attn_norm.detach()), stack(lambda b: cls.pack(b.qkv.weight)),
+                   stack(lambda b: cls.pack(b.o.weight)), stack(lambda b: b.mlp_norm.detach()),
+                   stack(lambda b: cls.pack(b.gate_up.weight)), stack(lambda b: cls.pack(b.down.weight)))
 
 
 class Block(nn.Module):
@@ -430,35 +460,52 @@ class TinyLlama(nn.Module):
             prefix = cache.prefix_bias.index_select(0, cache.row_prompt).unsqueeze(1)
         return DecodeBias(own, prefix)
 
-    def decode_tables(self) -> "DecodeTables":
+    def decode_tables(self, kernels=None) -> "DecodeTables":
         """The float32 tables a fused decoding step reads besides the weights (made once per
-        batch of decoding steps, not per step)."""
+        batch of decoding steps, not per step), with the packed layers when ``kernels`` can run
+        them (bfloat16 weights, AVX512-BF16, ``d_model`` and ``2 d_ff`` multiples of 64)."""
+        packed = PackedLayers.of(self.layers) if self.fits_layer_kernel(kernels) else None
         return DecodeTables(self.rope_cos.float().contiguous(), self.rope_sin.float().contiguous(),
-                            self.norm.float(), self.output_weight().float())
+                            self.norm.float(), self.output_weight().float(), packed)
+
+    def fits_layer_kernel(self, kernels) -> bool:
+        """Whether fused decoding with ``kernels`` runs every layer in one call (``decode_layers``):
+        bfloat16 weights, a CPU with AVX512-BF16, ``d_model`` and ``2 d_ff`` multiples of 64."""
+        cfg = self.config
+        return (kernels is not None and self.embed.weight.dtype == torch.bfloat16 and kernels.bf16_dot_available()
+                and cfg.d_model % 64 == 0 and (2 * cfg.d_ff) % 64 == 0 and cfg.d_ff % 2 == 0)
 
     def decode_step(self, ids: torch.Tensor, positions: torch.Tensor, cache: KVCache,
                     key_valid: torch.Tensor | None, kernels, tables: "DecodeTables") -> torch.Tensor:
         """Float32 logits ``[batch, vocab]`` of one new token per row (``ids``, ``positions``:
         ``[batch]``), the same step as ``model(ids[:, None], positions[:, None], cache, key_valid,
         last_only=True)`` computed with the fused CPU ``kernels``
-        (:func:`rlbound.engines.tiny.kernels.fused_kernels`) and :meth:`decode_tables`: per layer
-        two RMSNorms, the attention and the SwiGLU gate are one kernel call each, the residual
-        adds go into the matmuls (``addmm``). A position beyond ``max_seq_len`` is an error of the
+        (:func:`rlbound.engines.tiny.kernels.fused_kernels`) and :meth:`decode_tables`: with
+        packed layers (:meth:`fits_layer_kernel`) every layer in one call; else per layer two
+        RMSNorms, the attention and the SwiGLU gate are one kernel call each, the residual adds go
+        into torch's matmuls (``addmm``). A position beyond ``max_seq_len`` is an error of the
         attention kernel. Inference only (no autograd)."""
         start = cache.length
         cache.reserve(start + 1)
         prefix_bias = cache.prefix_bias
         x = self.embed(ids)
-        for i, layer in enumerate(self.layers):
-            prefix_kt = prefix_v = None
-            if cache.prefix_kt is not None:
-                prefix_kt, prefix_v = cache.prefix_kt[i], cache.prefix_v[i]
-            qkv = F.linear(kernels.rms_norm(x, layer.attn_norm, layer.eps), layer.qkv.weight)
-            att = kernels.decode_attention(qkv, tables.cos, tables.sin, positions, cache.k[i], cache.v[i], start,
-                                           key_valid, prefix_kt, prefix_v, cache.row_prompt, prefix_bias)
-            x = torch.addmm(x, att, layer.o.weight.t())
-            gate_up = F.linear(kernels.rms_norm(x, layer.mlp_norm, layer.eps), layer.gate_up.weight)
-            x = torch.addmm(x, kernels.silu_mul(gate_up), layer.down.weight.t())
+        if tables.layers is not None:  # every layer in one kernel call
+            packed = tables.layers
+            x = kernels.decode_layers(x, packed.attn_norm, packed.qkv, packed.o, packed.mlp_norm, packed.gate_up,
+                                      packed.down, self.config.rms_norm_eps, tables.cos, tables.sin, positions,
+                                      cache.k, cache.v, start, key_valid, cache.prefix_kt, cache.prefix_v,
+                                      cache.row_prompt, prefix_bias)
+        else:  # per layer: the kernels around torch's matmuls
+            for i, layer in enumerate(self.layers):
+                prefix_kt = prefix_v = None
+                if cache.prefix_kt is not None:
+                    prefix_kt, prefix_v = cache.prefix_kt[i], cache.prefix_v[i]
+                qkv = F.linear(kernels.rms_norm(x, layer.attn_norm, layer.eps), layer.qkv.weight)
+                att = kernels.decode_attention(qkv, tables.cos, tables.sin, positions, cache.k[i], cache.v[i], start,
+                                               key_valid, prefix_kt, prefix_v, cache.row_prompt, prefix_bias)
+                x = torch.addmm(x, att, layer.o.weight.t())
+                gate_up = F.linear(kernels.rms_norm(x, layer.mlp_norm, layer.eps), layer.gate_up.weight)
+                x = torch.addmm(x, kernels.silu_mul(gate_up), layer.down.weight.t())
         cache.length = start + 1
         return F.linear(kernels.rms_norm(x.float(), tables.norm, self.config.rms_norm_eps), tables.head)
 
@@ -483,11 +530,13 @@ class TinyLlama(nn.Module):
         b, t = ids.shape
         if positions is None:
             start = cache.length if cache is not None else 0
+            last_position = start + t - 1  # a Python int: no graph break when compiled
             positions = torch.arange(start, start + t, device=ids.device).expand(b, t)
-        if int(positions.max()) >= self.config.max_seq_len:
+        else:
+            last_position = int(positions.max())
+        if last_position >= self.config.max_seq_len:
             raise RlboundError(
-                f"tiny model: position {int(positions.max())} is beyond max_seq_len "
-                f"{self.config.max_seq_len}"
+                f"tiny model: position {last_position} is beyond max_seq_len {self.config.max_seq_len}"
             )
         cos = self.rope_cos[positions].unsqueeze(1)  # [b, 1, t, head_dim]
         sin = self.rope_sin[positions].unsqueeze(1)
