@@ -99,6 +99,21 @@ def test_the_full_preset_trains_three_seeds_and_sweeps_nsr_and_w_reinforce():
     assert sum(m.lr is None for m in rl_models(full)) == 3 * len(full.rl.algorithms)
 
 
+def test_the_report_compares_the_large_k_studys_algorithms_among_themselves():
+    from rlbound.lab.pipeline import LARGE_K_ALGORITHMS, _seed_groups
+
+    full = preset("full")
+    sets = _seed_groups(full, rl_models(full))
+    every = sets["every RL algorithm"]
+    assert len(every) == 14 and all(len(labels) == 3 for labels in every.values())  # the sweep is left out
+    (name,) = [n for n in sets if n.startswith("the large-k study's")]
+    assert sorted(sets[name]) == sorted(LARGE_K_ALGORITHMS) and sets[name]["grpo"] == ["grpo", "grpo@s1", "grpo@s2"]
+    default = preset("default")  # GRPO and DSRL: one large-k algorithm, no such set
+    assert list(_seed_groups(default, rl_models(default))) == ["every RL algorithm"]
+    only_large_k = with_rl(algorithms=["grpo", "ppo"], seeds=2)  # the set would repeat "every"
+    assert list(_seed_groups(only_large_k, rl_models(only_large_k))) == ["every RL algorithm"]
+
+
 def test_presets_write_toml_that_reads_back(tmp_path):
     for name in ("full", "default"):
         path = tmp_path / f"{name}.toml"

@@ -114,6 +114,21 @@ def test_packed_linear_matches_a_float32_matmul(kernels, rows):
         kernels.packed_linear(a, PackedLayers.pack(torch.randn(48, k).bfloat16()))
 
 
+def test_packed_layers_are_kept_until_a_weight_changes(kernels):
+    if not kernels.bf16_dot_available():
+        pytest.skip("no AVX512-BF16 on this CPU")
+    from rlbound.engines.tiny.model import PackedLayers
+
+    model = TinyLlama(TinyConfig(d_model=64, n_heads=2, n_layers=2, d_ff=96, max_seq_len=64)).to(torch.bfloat16)
+    first = model.decode_tables(kernels).layers
+    assert model.decode_tables(kernels).layers is first  # not packed again per batch
+    with torch.no_grad():
+        model.layers[1].o.weight.mul_(2)  # what an optimiser step does: in place
+    again = model.decode_tables(kernels).layers
+    assert again is not first and torch.equal(again.o[1], PackedLayers.pack(model.layers[1].o.weight))
+    assert model.decode_tables(None).layers is None and model.float().decode_tables(kernels).layers is None
+
+
 @pytest.fixture(scope="module")
 def trained_tiny(exported_arithmetic_model):
     from rlbound.engines.tiny import load_model
@@ -166,14 +181,19 @@ def test_decode_modes_are_checked(trained_tiny):
 def test_fused_sampling_draws_what_sample_next_draws(kernels, temperature):
     import numpy as np
 
-    from rlbound.engines.sampling import row_uniforms, sample_next
+    from rlbound.engines.sampling import premixed_seeds, row_uniforms, sample_next
 
     torch.manual_seed(2)
     logits = torch.randn(3000, 99) * 3
     logits[:5, 10:] = float("-inf")  # rows whose support is a few tokens
     seeds = np.arange(3000, dtype=np.uint64) * 7919
+    seeds[::2] |= np.uint64(1 << 63)  # seeds beyond int64: the kernel reads their bits as int64
     want = sample_next(logits, SamplingParams(temperature=temperature), seeds, 4)
-    tokens, logprobs, entropies = kernels.sample_rows(logits, torch.from_numpy(row_uniforms(seeds, 4)), temperature)
+    uniforms = torch.from_numpy(row_uniforms(seeds, 4))
+    premixed = torch.from_numpy(premixed_seeds(seeds).view(np.int64))
+    assert torch.equal(kernels.step_uniforms(premixed, 4), uniforms)  # the hash's second half, bit for bit
+    assert not torch.equal(kernels.step_uniforms(premixed, 5), uniforms)
+    tokens, logprobs, entropies = kernels.sample_rows(logits, uniforms, temperature)
     assert torch.equal(tokens, want.tokens)
     assert bool((tokens[:5] < 10).all())
     torch.testing.assert_close(logprobs, want.logprobs, atol=1e-5, rtol=1e-5)

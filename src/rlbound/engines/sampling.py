@@ -33,10 +33,18 @@ def _splitmix64(x: np.ndarray) -> np.ndarray:
         return z ^ (z >> np.uint64(31))
 
 
+def premixed_seeds(seeds: np.ndarray) -> np.ndarray:
+    """The step-independent half of :func:`row_uniforms`' hash (one splitmix64 of each seed), for
+    a decoding loop that draws every step from the same seeds (the fused kernels' step_uniforms
+    finishes the hash, bit for bit)."""
+    return _splitmix64(seeds.astype(np.uint64))
+
+
 def row_uniforms(seeds: np.ndarray, step: int) -> np.ndarray:
-    """One uniform number in [0, 1) per seed for decoding step ``step`` (deterministic)."""
+    """One uniform number in [0, 1) per seed for decoding step ``step`` (deterministic):
+    splitmix64(splitmix64(seed) xor step * golden) >> 11, over 2^53."""
     with np.errstate(over="ignore"):
-        mixed = _splitmix64(seeds.astype(np.uint64)) ^ (np.uint64(step) * _GOLDEN)
+        mixed = premixed_seeds(seeds) ^ (np.uint64(step) * _GOLDEN)
     bits = _splitmix64(mixed) >> np.uint64(11)
     return bits.astype(np.float64) * (1.0 / (1 << 53))
 

@@ -20,6 +20,7 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <type_traits>
 #include <algorithm>
 #include <vector>
 
@@ -108,6 +109,13 @@ inline float sum(F16 a) { float s = 0.f; for (float f : a.v) s += f; return s; }
 template <typename T> inline F16 rounded(F16 x);  // the values once stored in format T
 template <> inline F16 rounded<float>(F16 x) { return x; }
 template <> inline F16 rounded<bf16>(F16 x) { return round_bf16(x); }
+
+#if defined(__AVX512BF16__) && defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
+#define RLBOUND_BF16_DOT 1  // AVX512-BF16: dot products of bfloat16 pairs into float32 (vdpbf16ps)
+constexpr bool kHasBf16Dot = true;
+#else
+constexpr bool kHasBf16Dot = false;
+#endif
 
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
@@ -199,6 +207,29 @@ inline void scores_of(const F16* q, const C* keys, int64_t n, int64_t hd, float*
     }
 }
 
+#ifdef RLBOUND_BF16_DOT
+// scores[c] = scale * (q . keys[c]) for c < n, bfloat16 q and keys of hd = 32 * vecs: one dot-product
+// instruction per 32 dimensions of a column, then the transposing sum of 16 columns' lanes
+template <int VECS>
+inline void scores_of_bf16_dot(const bf16* q, const bf16* keys, int64_t n, float scale, float* scores) {
+    constexpr int64_t hd = 32 * VECS;
+    __m512bh qv[VECS];
+    for (int v = 0; v < VECS; ++v) qv[v] = (__m512bh)_mm512_loadu_si512(q + 32 * v);
+    F16 part[16];
+    for (int64_t c0 = 0; c0 < n; c0 += 16) {
+        const int64_t m = std::min<int64_t>(16, n - c0);
+        for (int64_t c = 0; c < 16; ++c) {
+            __m512 acc = _mm512_setzero_ps();
+            if (c < m)
+                for (int v = 0; v < VECS; ++v)
+                    acc = _mm512_dpbf16_ps(acc, qv[v], (__m512bh)_mm512_loadu_si512(keys + (c0 + c) * hd + 32 * v));
+            part[c] = {acc};
+        }
+        store(scores + c0, sums16(part) * splat(scale), m);
+    }
+}
+#endif
+
 // scores[c] = q . column c of keys_t (hd rows of n columns: keys transposed), 16 columns at a time
 // with four partial sums over the head's dimensions (no horizontal sums, short dependency chains)
 inline void scores_of_transposed(const float* q, const float* keys_t, int64_t n, int64_t hd, float* scores) {
@@ -270,7 +301,8 @@ void decode_attention_impl(const T* qkv, const float* cos, const float* sin, con
                            const float* pk, const float* pv, const int64_t* row_prompt,
                            const float* prefix_bias, int64_t width, T* out) {
     const int64_t d = heads * hd, chunks = (hd + 15) / 16;
-    const F16 scale = splat(1.f / std::sqrt(static_cast<float>(hd)));
+    const float scale_value = 1.f / std::sqrt(static_cast<float>(hd));
+    const F16 scale = splat(scale_value);
     at::parallel_for(0, b * heads, 8, [&](int64_t lo, int64_t hi) {
         std::vector<float> scores(width + start + 1 + 16);
         F16 q[kMaxHeadChunks], kr[kMaxHeadChunks], acc[kMaxHeadChunks];
@@ -291,8 +323,14 @@ void decode_attention_impl(const T* qkv, const float* cos, const float* sin, con
             }
             rope(row + h * hd, c, s, hd, q);
             rope(row + d + h * hd, c, s, hd, kr);
+            // the own columns' scores by bfloat16 dot products where the CPU has them (q is a
+            // bfloat16 number once rounded, so the dot products see exactly it; the scale after)
+            constexpr bool kDot = kHasBf16Dot && std::is_same<C, bf16>::value && CH > 0 && CH % 2 == 0;
+            alignas(64) bf16 qb[16 * kMaxHeadChunks];
             for (int64_t i = 0, j = 0; i < hd; i += 16, ++j) {
-                q[j] = rounded<C>(q[j]) * scale;
+                q[j] = rounded<C>(q[j]);
+                if (kDot) store(qb + i, q[j], hd - i);
+                q[j] = q[j] * scale;
                 store(kcache + start * hd + i, kr[j], hd - i);
                 store(vcache + start * hd + i, load(row + 2 * d + h * hd + i, hd - i), hd - i);
             }
@@ -308,7 +346,12 @@ void decode_attention_impl(const T* qkv, const float* cos, const float* sin, con
                 if (prefix_bias)
                     for (int64_t col = 0; col < width; ++col) sc[col] += prefix_bias[p * width + col];
             }
-            scores_of<C, CH>(q, kcache, start + 1, hd, sc + width);
+#ifdef RLBOUND_BF16_DOT
+            if constexpr (kDot)
+                scores_of_bf16_dot<CH / 2>(qb, reinterpret_cast<const bf16*>(kcache), start + 1, scale_value, sc + width);
+            else
+#endif
+                scores_of<C, CH>(q, kcache, start + 1, hd, sc + width);
             if (own_valid) {
                 const bool* valid = own_valid + r * valid_stride;
                 for (int64_t col = 0; col < start; ++col)
@@ -334,8 +377,7 @@ void decode_attention_impl(const T* qkv, const float* cos, const float* sin, con
     });
 }
 
-#if defined(__AVX512BF16__) && defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
-#define RLBOUND_BF16_DOT 1
+#ifdef RLBOUND_BF16_DOT
 // ---- bfloat16 matmuls by AVX512-BF16 dot products (vdpbf16ps), for whole decoding layers -----
 // A layer of a few rows is too small for a library GEMM's fixed cost per call (oneDNN spends about
 // 17 us per bfloat16 call on an AMD EPYC whatever the size). Here a weight W [n, k] (a torch Linear's)
@@ -704,6 +746,26 @@ at::Tensor decode_layers(at::Tensor x, const at::Tensor& attn_norm, const at::Te
     }
     return x;
 #endif
+}
+
+// rlbound.engines.sampling.row_uniforms of one decoding step from premixed_seeds (its step-
+// independent half, int64 bits of the uint64 values): float64 [rows], bit for bit
+at::Tensor step_uniforms(const at::Tensor& premixed, int64_t step) {
+    check(premixed.scalar_type() == at::kLong && premixed.is_contiguous() && premixed.dim() == 1,
+          "step_uniforms: premixed seeds must be contiguous int64 [rows]");
+    constexpr uint64_t kGolden = 0x9E3779B97F4A7C15ull, kMix1 = 0xBF58476D1CE4E5B9ull, kMix2 = 0x94D049BB133111EBull;
+    auto out = at::empty({premixed.size(0)}, premixed.options().dtype(at::kDouble));
+    const int64_t* p = premixed.data_ptr<int64_t>();
+    double* u = out.data_ptr<double>();
+    const uint64_t salt = static_cast<uint64_t>(step) * kGolden;
+    for (int64_t i = 0; i < premixed.size(0); ++i) {
+        uint64_t z = (static_cast<uint64_t>(p[i]) ^ salt) + kGolden;  // splitmix64
+        z = (z ^ (z >> 30)) * kMix1;
+        z = (z ^ (z >> 27)) * kMix2;
+        z ^= z >> 31;
+        u[i] = static_cast<double>(z >> 11) * (1.0 / 9007199254740992.0);  // 2^-53
+    }
+    return out;
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> sample_rows(const at::Tensor& logits, const at::Tensor& uniforms,

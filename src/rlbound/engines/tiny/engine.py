@@ -59,7 +59,7 @@ from rlbound.engines.base import (
     register_engine,
 )
 from rlbound.engines.precision import dtype_name, resolve_dtype
-from rlbound.engines.sampling import NextTokens, logprobs_and_entropies, row_uniforms, sample_next
+from rlbound.engines.sampling import NextTokens, logprobs_and_entropies, premixed_seeds, sample_next
 from rlbound.engines.tiny.checkpoint import WEIGHTS_FILE, load_model
 from rlbound.engines.tiny.kernels import fused_kernels, resolve_decode
 from rlbound.engines.tiny.model import KVCache, TinyLlama
@@ -229,6 +229,8 @@ class TinyEngine(Engine):
 
         all_seeds = np.array([s & _U64 for _, _, s in chunk], dtype=np.uint64)
         seeds_cur = all_seeds
+        premixed_all = torch.from_numpy(premixed_seeds(all_seeds).view(np.int64))  # the fused kernels' draws
+        premixed_cur = premixed_all
         out_tok = torch.zeros((n_rows, max_new), dtype=torch.long, device=dev)
         out_lp = torch.zeros((n_rows, max_new), dtype=torch.float32, device=dev)
         out_ent = torch.zeros((n_rows, max_new), dtype=torch.float32, device=dev)
@@ -243,7 +245,7 @@ class TinyEngine(Engine):
         alive = torch.ones(n_rows, dtype=torch.bool, device=dev)
 
         for step in range(max_new):
-            nt = self._next_tokens(logits, params, seeds_cur, step)
+            nt = self._next_tokens(logits, params, seeds_cur, premixed_cur, step)
             chosen = nt.tokens
             out_tok[rows, step] = chosen
             out_lp[rows, step] = nt.logprobs
@@ -276,6 +278,7 @@ class TinyEngine(Engine):
                 rows, pos, chosen = rows[keep], pos[keep], chosen[keep]
                 key_valid = None if key_valid is None else key_valid[keep]
                 seeds_cur = all_seeds[rows.cpu().numpy()]
+                premixed_cur = premixed_all[rows.cpu()]
                 alive = alive[keep]
             if self._kernels is not None:
                 logits = model.decode_step(chosen, pos, cache, key_valid, self._kernels, tables)
@@ -286,13 +289,15 @@ class TinyEngine(Engine):
 
         return self._collect(out_tok, out_lp, out_ent, n_gen, finish, stop_cut), set()
 
-    def _next_tokens(self, logits: torch.Tensor, params: SamplingParams, seeds: np.ndarray, step: int) -> NextTokens:
-        """:func:`~rlbound.engines.sampling.sample_next`, as one fused kernel call for plain
-        temperature sampling when decoding is fused (the same draw from the same uniform numbers)."""
+    def _next_tokens(self, logits: torch.Tensor, params: SamplingParams, seeds: np.ndarray,
+                     premixed: torch.Tensor, step: int) -> NextTokens:
+        """:func:`~rlbound.engines.sampling.sample_next`, as fused kernel calls for plain
+        temperature sampling when decoding is fused (the same draw from the same uniform numbers,
+        hashed from ``premixed``: the rows' :func:`~rlbound.engines.sampling.premixed_seeds`)."""
         plain = params.temperature > 0 and params.top_p >= 1.0 and not (0 < params.top_k < logits.shape[-1])
         if self._kernels is None or not plain:
             return sample_next(logits, params, seeds, step)
-        uniforms = torch.from_numpy(row_uniforms(seeds, step))
+        uniforms = self._kernels.step_uniforms(premixed, step)
         return NextTokens(*self._kernels.sample_rows(logits.float().contiguous(), uniforms, float(params.temperature)))
 
     def _collect(self, out_tok, out_lp, out_ent, n_gen, finish, stop_cut) -> list[Sample]:

@@ -41,7 +41,8 @@ from rlbound.errors import RlboundError
 
 SOURCE = Path(__file__).with_name("decode_kernels.cpp")
 DECODE_MODES = ("auto", "fused", "eager")
-_FUNCTIONS = ["rms_norm", "silu_mul", "decode_attention", "sample_rows", "bf16_dot_available", "packed_linear", "decode_layers"]
+_FUNCTIONS = ["rms_norm", "silu_mul", "decode_attention", "sample_rows", "step_uniforms", "bf16_dot_available",
+              "packed_linear", "decode_layers"]
 
 
 def _cpu_signature() -> str:

@@ -464,9 +464,17 @@ class TinyLlama(nn.Module):
         """The float32 tables a fused decoding step reads besides the weights (made once per
         batch of decoding steps, not per step), with the packed layers when ``kernels`` can run
         them (bfloat16 weights, AVX512-BF16, ``d_model`` and ``2 d_ff`` multiples of 64)."""
-        packed = PackedLayers.of(self.layers) if self.fits_layer_kernel(kernels) else None
+        packed = self._packed_layers() if self.fits_layer_kernel(kernels) else None
         return DecodeTables(self.rope_cos.float().contiguous(), self.rope_sin.float().contiguous(),
                             self.norm.float(), self.output_weight().float(), packed)
+
+    def _packed_layers(self) -> "PackedLayers":
+        """The layers packed, kept until a weight changes (an optimiser step bumps its version)."""
+        key = tuple((p.data_ptr(), p._version) for p in self.layers.parameters())
+        cached = getattr(self, "_packed_cache", None)
+        if cached is None or cached[0] != key:
+            cached = self._packed_cache = (key, PackedLayers.of(self.layers))
+        return cached[1]
 
     def fits_layer_kernel(self, kernels) -> bool:
         """Whether fused decoding with ``kernels`` runs every layer in one call (``decode_layers``):
