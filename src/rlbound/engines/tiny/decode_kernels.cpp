@@ -407,8 +407,26 @@ inline void dot_tile(const bf16* a, int64_t lda, const bf16* wp, int64_t pairs, 
         for (int v = 0; v < 4; ++v) _mm512_storeu_ps(c + r * ldc + nb0 * 16 + v * 16, acc[r][v]);
 }
 
+// Prefetches spread over compute-bound work: the cache columns a later block's attention reads
+// (its keys and values, `bytes` per row and head, `segments` of them `stride` bytes apart), a
+// few 64-byte lines after each matmul tile, so that the memory traffic of attention (the most of
+// it: every step reads the whole cache) overlaps the matmuls instead of following them.
+struct Prefetch {
+    const char *keys = nullptr, *values = nullptr;
+    int64_t stride = 0, segments = 0, bytes = 0, per_tile = 0;
+    int64_t seg = 0, off = 0;
+    void tile() {
+        for (int64_t n = 0; n < per_tile && seg < segments; ++n) {
+            __builtin_prefetch(keys + seg * stride + off);
+            __builtin_prefetch(values + seg * stride + off);
+            if ((off += 64) >= bytes) off = 0, ++seg;
+        }
+    }
+};
+
 // c[r, :n] = a[r, :k] . W^T in float32 for r < rows (W packed as above; n a multiple of 64, k even)
-inline void dot_rows(const bf16* a, int64_t lda, int64_t rows, const bf16* wp, int64_t n, int64_t k, float* c) {
+inline void dot_rows(const bf16* a, int64_t lda, int64_t rows, const bf16* wp, int64_t n, int64_t k, float* c,
+                     Prefetch* ahead = nullptr) {
     const int64_t pairs = k / 2;
     for (int64_t nb0 = 0; nb0 < n / 16; nb0 += 4)
         for (int64_t r0 = 0; r0 < rows; r0 += kRows) {
@@ -420,6 +438,7 @@ inline void dot_rows(const bf16* a, int64_t lda, int64_t rows, const bf16* wp, i
                 case 2: dot_tile<2>(ar, lda, wp, pairs, nb0, cr, n); break;
                 default: dot_tile<1>(ar, lda, wp, pairs, nb0, cr, n); break;
             }
+            if (ahead) ahead->tile();
         }
 }
 
@@ -733,13 +752,27 @@ at::Tensor decode_layers(at::Tensor x, const at::Tensor& attn_norm, const at::Te
                 dot_rows(h.data(), d, rows, wq, 3 * d, d, acc.data());
                 round_rows(acc.data(), rows * 3 * d, qkv.data());
                 attend(layer_in, qkv.data(), cos.data_ptr<float>(), sin.data_ptr<float>(), kl, vl, start, r0, rows, att.data());
-                dot_rows(att.data(), d, rows, wo, d, d, acc.data());
+                // the next block's columns (this thread's next block, else its first of the next layer)
+                Prefetch ahead;
+                const int64_t next_l = blk + 1 < hi ? l : l + 1, next_blk = blk + 1 < hi ? blk + 1 : lo;
+                if (next_l < layers) {
+                    const int64_t next_rows = std::min(kBlock, b - next_blk * kBlock);
+                    const int64_t offset = (next_l * layer_cache + next_blk * kBlock * heads * cols * hd) * 2;
+                    ahead.keys = reinterpret_cast<const char*>(keys.data_ptr<bf16>()) + offset;
+                    ahead.values = reinterpret_cast<const char*>(values.data_ptr<bf16>()) + offset;
+                    ahead.stride = cols * hd * 2;
+                    ahead.segments = next_rows * heads;
+                    ahead.bytes = (start + 1) * hd * 2;
+                    const int64_t tiles = (rows + kRows - 1) / kRows * ((2 * d + 2 * f) / 64);
+                    ahead.per_tile = (ahead.segments * ((ahead.bytes + 63) / 64) + tiles - 1) / tiles;
+                }
+                dot_rows(att.data(), d, rows, wo, d, d, acc.data(), &ahead);
                 add_rows(acc.data(), rows * d, xr);
                 rms_norm_impl(xr, n2, h.data(), rows, d, eps);
-                dot_rows(h.data(), d, rows, wg, 2 * f, d, acc.data());
+                dot_rows(h.data(), d, rows, wg, 2 * f, d, acc.data(), &ahead);
                 round_rows(acc.data(), rows * 2 * f, gu.data());
                 silu_mul_impl(gu.data(), hid.data(), rows, f);
-                dot_rows(hid.data(), f, rows, wd, d, f, acc.data());
+                dot_rows(hid.data(), f, rows, wd, d, f, acc.data(), &ahead);
                 add_rows(acc.data(), rows * d, xr);
             }
         });
