@@ -137,8 +137,9 @@ def flops_per_token(config, context: float) -> float:
 
 def time_training(model_config, dtype: str, steps: int, batch: int, length: int, compile: bool = False) -> float:
     """Next-token training tokens/s of a fresh model on random ``length``-character texts; with
-    ``compile``, of the compiled forward after its compilation (the difference between a 2-step
-    and a ``2 + steps``-step run, each compiling from inductor's warm cache)."""
+    ``compile``, of the compiled forward after its compilation: the steps after the first two of
+    one fit (``step_s``, each step's wall time; every compiled fit compiles anew, from inductor's
+    warm cache)."""
     warm_up = 2 if compile else 0  # steps of the timed run that only offset its compilation
     import inspect
     import random
@@ -154,12 +155,10 @@ def time_training(model_config, dtype: str, steps: int, batch: int, length: int,
         kw["compile"] = True
     train_next_token(model_config, texts, steps=2, batch_size=batch, warmup=1, **kw)  # warm-up
     t0 = time.perf_counter()
-    train_next_token(model_config, texts, steps=warm_up + steps, batch_size=batch, warmup=1, **kw)
+    result = train_next_token(model_config, texts, steps=warm_up + steps, batch_size=batch, warmup=1, **kw)
     elapsed = time.perf_counter() - t0
     if compile:
-        t0 = time.perf_counter()
-        train_next_token(model_config, texts, steps=warm_up, batch_size=batch, warmup=1, **kw)
-        elapsed -= time.perf_counter() - t0
+        elapsed = sum(result.step_s[warm_up:])
     return steps * batch * (length - 1) / elapsed
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import random
 
 import pytest
 import torch
@@ -81,6 +83,9 @@ def test_resume_equals_uninterrupted_training(tmp_path):
     assert part1.losses == straight.losses[:5]
     part2 = train_next_token(tmp_path / "m", examples, steps=12, resume=True, **kw)
     assert part2.losses == straight.losses[5:]
+    # one wall time per step run by the call, and they add up to at most the call's time
+    assert len(part1.step_s) == 5 and len(part2.step_s) == 7 and all(t > 0 for t in part2.step_s)
+    assert sum(part2.step_s) <= part2.wall_s + 1e-6
     for a, b in zip(straight.model.state_dict().values(), part2.model.state_dict().values()):
         assert torch.equal(a, b)
     # without resume, a directory restarts the schedule with a fresh optimizer
@@ -139,6 +144,20 @@ def test_compiled_training_with_two_threads_reproduces_per_seed():
     runs = [train_next_token(shape, examples, steps=20, batch_size=64, lr=3e-3, warmup=2, seed=7,
                              dtype="auto", compile=True).losses for _ in range(2)]
     assert runs[0] == runs[1]
+
+
+@pytest.mark.slow
+def test_two_compiled_fits_of_different_widths_in_one_process():
+    """A second compiled fit in the same process, on batches of another fixed width, trains (torch
+    2.13 reused the first fit's backward with its strides and failed an inductor size check)."""
+    rng = random.Random(0)
+    fits = []
+    for width in (40, 80):
+        texts = ["".join(rng.choice("0123456789+-*=") for _ in range(width)) for _ in range(32)]
+        shape = TinyConfig(d_model=32, n_layers=1, n_heads=2, d_ff=64, max_seq_len=128)
+        fits.append(train_next_token(shape, texts, steps=2, batch_size=16, warmup=1, compile=True))
+    assert [len(f.losses) for f in fits] == [2, 2] and [len(f.step_s) for f in fits] == [2, 2]
+    assert all(math.isfinite(loss) for f in fits for loss in f.losses)
 
 
 def test_compiled_training_without_a_cxx_compiler_is_a_one_line_error(monkeypatch):

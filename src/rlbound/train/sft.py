@@ -90,12 +90,19 @@ def compiled(forward: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch
     work around the matmuls; on the lab's tiny models in bfloat16 it trained about 1.8x faster
     than eager after a 20-50 s compilation (bench/bench_tiny_vs_hf.py ``--train-compile``), so it
     pays for runs of a few hundred steps and more. Its rounding differs from eager's; :func:`fit_sft`
-    trains it with torch's deterministic algorithms on, so that runs of one seed reproduce."""
+    trains it with torch's deterministic algorithms on, so that runs of one seed reproduce. Each
+    call resets torch's compilation caches (dynamo) first, see below."""
     compiler = os.environ.get("CXX") or "c++"
     if shutil.which(compiler) is None and shutil.which("g++") is None:
         raise RlboundError(f"compiled training needs a C++ compiler ({compiler} or g++ on PATH) for "
                            "torch.compile: install one (e.g. apt install g++) or turn compiling off (lab: "
                            "pretrain.compile = false, teacher_pretrain.compile = false)")
+    # A second compiled fit in one process (a new model, batches of another width) reused the
+    # first fit's compiled backward with that width's strides baked in and failed on an inductor
+    # assertion (torch 2.13: "expected size 16==16, stride 2624==1344"). Dynamo's caches are reset
+    # before each compilation: each fit compiles its own graphs (inductor's on-disk cache keeps
+    # this cheap); the price is that other functions compiled in this process recompile too.
+    torch._dynamo.reset()
     return torch.compile(forward, dynamic=True)
 
 
@@ -124,6 +131,9 @@ class SFTFit:
     steps: int = 0
     """The step it stopped at (``steps``, or ``stop_at``)."""
     wall_s: float = 0.0
+    step_s: list[float] = field(default_factory=list)
+    """Wall seconds of each step run by this call (a compiled fit's first steps include its
+    compilation: rates after the first few steps are the steady ones)."""
     state: dict[str, Any] = field(default_factory=dict)
     """``optimizer``, ``order``, ``generator``, ``step``: pass it back as ``state`` to go on
     (``losses``, this call's losses so far, rides along and is not read back)."""
@@ -192,7 +202,7 @@ def fit_sft(
 
     model.train()
     fit = SFTFit()
-    t0 = time.perf_counter()
+    t0 = last = time.perf_counter()
     ema = None
     with progress(description, total=end_step, unit="steps") as bar, _deterministic(compile_forward):
         bar.advance(start_step)
@@ -218,6 +228,9 @@ def fit_sft(
             value = loss.detach().item()
             fit.losses.append(value)
             ema = value if ema is None else 0.95 * ema + 0.05 * value
+            now = time.perf_counter()
+            fit.step_s.append(now - last)
+            last = now
             bar.set_postfix(f"loss {ema:.4f}")
             bar.advance(1)
             if checkpoint is not None and checkpoint_every > 0 and (step + 1) % checkpoint_every == 0 \

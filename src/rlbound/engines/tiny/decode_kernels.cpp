@@ -394,13 +394,18 @@ inline void dot_tile(const bf16* a, int64_t lda, const bf16* wp, int64_t pairs, 
     const bf16* w0 = wp + nb0 * pairs * 32;
     const int64_t stride = pairs * 32;  // one 16-column block of the packed weight
     for (int64_t kp = 0; kp < pairs; ++kp) {
-        __m512bh w[4];
-        for (int v = 0; v < 4; ++v) w[v] = (__m512bh)_mm512_loadu_si512(w0 + v * stride + kp * 32);
+        // each row's pair broadcast once and each weight vector loaded once (weights outer: with
+        // rows outer the compiler reloaded every weight vector for every row, one 64-byte load
+        // per dot product, which made the loop load-bound)
+        __m512bh x[MR];
         for (int r = 0; r < MR; ++r) {
             int32_t pair;
             std::memcpy(&pair, a + r * lda + 2 * kp, sizeof pair);
-            const __m512bh x = (__m512bh)_mm512_set1_epi32(pair);
-            for (int v = 0; v < 4; ++v) acc[r][v] = _mm512_dpbf16_ps(acc[r][v], x, w[v]);
+            x[r] = (__m512bh)_mm512_set1_epi32(pair);
+        }
+        for (int v = 0; v < 4; ++v) {
+            const __m512bh w = (__m512bh)_mm512_loadu_si512(w0 + v * stride + kp * 32);
+            for (int r = 0; r < MR; ++r) acc[r][v] = _mm512_dpbf16_ps(acc[r][v], x[r], w);
         }
     }
     for (int r = 0; r < MR; ++r)
@@ -410,15 +415,18 @@ inline void dot_tile(const bf16* a, int64_t lda, const bf16* wp, int64_t pairs, 
 // Prefetches spread over compute-bound work: the cache columns a later block's attention reads
 // (its keys and values, `bytes` per row and head, `segments` of them `stride` bytes apart), a
 // few 64-byte lines after each matmul tile, so that the memory traffic of attention (the most of
-// it: every step reads the whole cache) overlaps the matmuls instead of following them.
+// it: every step reads the whole cache) overlaps the matmuls instead of following them. Into L2
+// (prefetcht1), not L1: prefetches into L1 stalled the matmul loop once L1's few outstanding-miss
+// slots were full (their loop was 16 % of the layer kernel's time in a profile), and the columns
+// need not displace the weight tiles from L1 before attention reads them.
 struct Prefetch {
     const char *keys = nullptr, *values = nullptr;
     int64_t stride = 0, segments = 0, bytes = 0, per_tile = 0;
     int64_t seg = 0, off = 0;
     void tile() {
         for (int64_t n = 0; n < per_tile && seg < segments; ++n) {
-            __builtin_prefetch(keys + seg * stride + off);
-            __builtin_prefetch(values + seg * stride + off);
+            __builtin_prefetch(keys + seg * stride + off, 0, 2);
+            __builtin_prefetch(values + seg * stride + off, 0, 2);
             if ((off += 64) >= bytes) off = 0, ++seg;
         }
     }

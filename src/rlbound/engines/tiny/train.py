@@ -57,6 +57,8 @@ class TrainResult:
     """Mean loss per optimisation step (over the completion tokens of the batch)."""
     steps: int = 0
     wall_s: float = 0.0
+    step_s: list[float] = field(default_factory=list)
+    """Wall seconds per step (:attr:`rlbound.train.sft.SFTFit.step_s`)."""
     model_dir: str | None = None
 
     @property
@@ -169,7 +171,7 @@ def train_next_token(
         if checkpoint_dir is not None else None, compute_dtype=compute_dtype, compile_forward=compile,
     )
     result = TrainResult(model, tokenizer, losses=fit.losses, steps=fit.steps, wall_s=fit.wall_s,
-                         model_dir=label)
+                         step_s=fit.step_s, model_dir=label)
     if out_dir is not None:
         meta = {"trained_steps": fit.steps, "schedule_steps": steps, "batch_size": batch_size,
                 "lr": lr, "warmup": warmup, "seed": seed, "final_loss": result.final_loss,
